@@ -1,0 +1,86 @@
+# usp — the two commands a fresh machine needs are `make demo` and `make test`.
+# Everything is installed from requirements.lock (pip, hashes) and package-lock.json (npm ci).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PY_BOOT ?= python3.11
+VENV    := .venv
+PY      := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/*.md))
+export JAX_ENABLE_X64 := 1
+# This machine's pip config lists local indexes that may not exist; hide only that warning.
+QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+export PYTHONHASHSEED := 0
+# CI-sized notebooks and benchmarks; a reader sets USP_SIZE=full.
+export USP_SIZE ?= ci
+
+.PHONY: help setup demo test lint format export export-check pytest notebooks book book-check bench lock clean
+
+help:
+	@echo "make demo    - set up from the lock and run the main job on bundled data"
+	@echo "make test    - set up and run every check CI runs"
+	@echo "make export  - regenerate usp/kernels and usp/core from notebooks/*.md"
+	@echo "make book    - build the offline HTML book in _build/html"
+	@echo "make bench   - run every benchmark with --quick"
+	@echo "make lock    - re-pin requirements.lock from pyproject.toml"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PY_BOOT) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+lock:
+	$(BIN)/uv pip compile pyproject.toml --all-extras --generate-hashes --no-header \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+demo: $(STAMP)
+	$(BIN)/usp demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check usp tests benchmarks tools data
+	$(BIN)/ruff format --check usp tests benchmarks tools data
+
+format: $(STAMP)
+	$(BIN)/ruff format usp tests benchmarks tools data
+	$(BIN)/ruff check --fix usp tests benchmarks tools data
+
+export: $(STAMP)
+	$(PY) tools/literate.py export
+
+export-check: $(STAMP)
+	$(PY) tools/literate.py check
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+# Pair each .md with a generated .ipynb and execute it in place (nbmake --overwrite),
+# so the book renders the outputs of this very run.
+notebooks: $(STAMP)
+	$(BIN)/jupytext --quiet --to ipynb $(NOTEBOOKS)
+	$(BIN)/pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=900 --overwrite notebooks/*.ipynb
+
+book: $(STAMP) $(NODE_STAMP)
+	@test -n "$$(ls notebooks/*.ipynb 2>/dev/null)" || $(MAKE) notebooks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/myst build --site --ci
+	node book/render.mjs _build/site _build/html
+
+book-check: $(NODE_STAMP)
+	$(PY) tools/book_check.py _build/html
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+test: lint export-check pytest notebooks book book-check
+
+clean:
+	rm -rf _build notebooks/*.ipynb

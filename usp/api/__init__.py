@@ -1,0 +1,34 @@
+"""Public contracts: configuration, observations, results, errors and the branch contract."""
+
+from .branch import AbstractBranch, Forecast
+from .config import SCHEMA_VERSION, PredictorConfig
+from .errors import (
+    DomainError,
+    FrequencyWarning,
+    IntegrityError,
+    KurtosisOutlierWarning,
+    ModeDegradationAlert,
+    NormalOperationRestoredEvent,
+    StalenessWarning,
+    USPError,
+    USPWarning,
+)
+from .types import MarketObservation, PredictionResult
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AbstractBranch",
+    "DomainError",
+    "Forecast",
+    "FrequencyWarning",
+    "IntegrityError",
+    "KurtosisOutlierWarning",
+    "MarketObservation",
+    "ModeDegradationAlert",
+    "NormalOperationRestoredEvent",
+    "PredictionResult",
+    "PredictorConfig",
+    "StalenessWarning",
+    "USPError",
+    "USPWarning",
+]

@@ -1,0 +1,68 @@
+"""What goes into and comes out of one tick (API §2.2, §2.3)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import equinox as eqx
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+Mode = Literal["Standard", "Robust", "Emergency"]
+
+
+@dataclass(frozen=True)
+class MarketObservation:
+    """One tick: the price y_t, the realised target of the previous forecast, and its time."""
+
+    price: float
+    target: float
+    timestamp_ns: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timestamp_ns, bool) or not isinstance(self.timestamp_ns, (int, np.integer)):
+            raise TypeError(f"timestamp_ns must be an integer (ns since epoch), got {self.timestamp_ns!r}")
+
+    def validate_domain(
+        self, sigma_bound: float = 20.0, sigma_val: float = 1.0, center: float = 0.0
+    ) -> bool:
+        """True when the price is finite and within ``center ± sigma_bound · sigma_val``.
+
+        The spec compares a z-scored price with 20; callers with raw prices pass the recent
+        centre and scale. NaN and inf are outside every domain.
+        """
+        price = float(self.price)
+        return math.isfinite(price) and abs(price - center) <= sigma_bound * sigma_val
+
+
+class PredictionResult(eqx.Module):
+    """Forecast and telemetry of one tick (a pytree: batched results carry a leading axis)."""
+
+    predicted_next: Float[Array, "*batch"]
+    holder_exponent: Float[Array, "*batch"]
+    cusum_drift: Float[Array, "*batch"]
+    distance_to_collapse: Float[Array, "*batch"]
+    free_energy: Float[Array, "*batch"]
+    kurtosis: Float[Array, "*batch"]
+    dgm_entropy: Float[Array, "*batch"]
+    adaptive_threshold: Float[Array, "*batch"]
+    weights: Float[Array, "*batch 4"]
+    sinkhorn_converged: Bool[Array, "*batch"]
+    degraded_inference_mode: Bool[Array, "*batch"]
+    emergency_mode: Bool[Array, "*batch"]
+    regime_change_detected: Bool[Array, "*batch"]
+    mode_collapse_warning: Bool[Array, "*batch"]
+    robust_mode: Bool[Array, "*batch"]
+    """Huber loss in force (after a regime change or in emergency)."""
+
+    @property
+    def mode(self) -> Mode | np.ndarray:
+        """'Emergency' over 'Robust' over 'Standard'; an array of names for a batch."""
+        names = np.where(
+            np.asarray(self.emergency_mode),
+            "Emergency",
+            np.where(np.asarray(self.robust_mode), "Robust", "Standard"),
+        )
+        return str(names) if names.ndim == 0 else names

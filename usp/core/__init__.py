@@ -1,0 +1,1 @@
+"""Orchestration: state pytree, the step, CUSUM, JKO/Sinkhorn, flags (generated from notebooks)."""

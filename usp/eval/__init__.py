@@ -1,0 +1,1 @@
+"""Evaluation: walk-forward validation, baselines, tuning, reports."""

@@ -1,0 +1,1 @@
+"""Persistence and data: snapshots, sanitisation, bundled series."""
