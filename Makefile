@@ -17,7 +17,7 @@ export PYTHONHASHSEED := 0
 # CI-sized notebooks and benchmarks; a reader sets USP_SIZE=full.
 export USP_SIZE ?= ci
 
-.PHONY: help setup demo test lint format export export-check pytest notebooks book book-check bench lock clean
+.PHONY: help setup demo test lint format export export-check pytest notebooks book book-check chromium bench lock clean
 
 help:
 	@echo "make demo    - set up from the lock and run the main job on bundled data"
@@ -49,6 +49,8 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check usp tests benchmarks tools data
 	$(BIN)/ruff format --check usp tests benchmarks tools data
+	$(PY) data/generate.py --check
+	@! grep -rnE '^\s*(import|from) pickle|pickle\.(load|dump)' usp tools || { echo "pickle is not allowed"; exit 1; }
 
 format: $(STAMP)
 	$(BIN)/ruff format usp tests benchmarks tools data
@@ -69,13 +71,17 @@ notebooks: $(STAMP)
 	$(BIN)/jupytext --quiet --to ipynb $(NOTEBOOKS)
 	$(BIN)/pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=900 --overwrite notebooks/*.ipynb
 
+# Offline HTML book from this run's executed notebooks (see tools/build_book.py).
 book: $(STAMP) $(NODE_STAMP)
-	@test -n "$$(ls notebooks/*.ipynb 2>/dev/null)" || $(MAKE) notebooks
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/myst build --site --ci
-	node book/render.mjs _build/site _build/html
+	$(PY) tools/build_book.py
 
-book-check: $(NODE_STAMP)
-	$(PY) tools/book_check.py _build/html
+# A real browser opens every notebook chapter: KaTeX math, no raw $$, figures loaded.
+book-check: $(NODE_STAMP) chromium
+	node book/check.mjs _build/html $$(cat _build/html/chapters.txt)
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "make chromium: install Debian's chromium (apt-get install chromium)"; exit 1; }
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done

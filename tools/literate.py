@@ -93,16 +93,16 @@ def render_all(notebook_dir: Path, root: Path) -> list[ModuleSource]:
     seen: dict[Path, Path] = {}
     for m in modules:
         if m.target in seen:
-            raise ExportError(f"{m.notebook.name} and {seen[m.target].name} both export to {m.target}")
+            raise ExportError(
+                f"{m.notebook.name} and {seen[m.target].name} both export to {m.target}"
+            )
         seen[m.target] = m.notebook
     return modules
 
 
 def generated_files(root: Path) -> set[Path]:
     """Every file under usp/ that carries the generated header."""
-    return {
-        p for p in (root / "usp").rglob("*.py") if p.read_text().startswith(HEADER_MARK)
-    }
+    return {p for p in (root / "usp").rglob("*.py") if p.read_text().startswith(HEADER_MARK)}
 
 
 def export(notebook_dir: Path, root: Path) -> list[Path]:
@@ -110,7 +110,9 @@ def export(notebook_dir: Path, root: Path) -> list[Path]:
     modules = render_all(notebook_dir, root)
     for m in modules:
         if m.target.exists() and not m.target.read_text().startswith(HEADER_MARK):
-            raise ExportError(f"{m.target} is hand-written; refusing to overwrite it from {m.notebook}")
+            raise ExportError(
+                f"{m.target} is hand-written; refusing to overwrite it from {m.notebook}"
+            )
         m.target.parent.mkdir(parents=True, exist_ok=True)
         m.target.write_text(m.text)
     for stale in generated_files(root) - {m.target for m in modules}:

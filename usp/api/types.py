@@ -19,11 +19,13 @@ class MarketObservation:
 
     price: float
     target: float
-    timestamp_ns: int
+    timestamp_ns: int | np.integer
 
     def __post_init__(self) -> None:
-        if isinstance(self.timestamp_ns, bool) or not isinstance(self.timestamp_ns, (int, np.integer)):
-            raise TypeError(f"timestamp_ns must be an integer (ns since epoch), got {self.timestamp_ns!r}")
+        stamp = self.timestamp_ns
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, np.integer)):
+            raise TypeError(f"timestamp_ns must be an integer (ns since epoch), got {stamp!r}")
+        object.__setattr__(self, "timestamp_ns", int(stamp))  # numpy ints from data feeds
 
     def validate_domain(
         self, sigma_bound: float = 20.0, sigma_val: float = 1.0, center: float = 0.0

@@ -1,0 +1,94 @@
+"""Build the offline HTML book: stage the sources, ``myst build --site``, render to HTML.
+
+mystmd's HTML themes are downloaded at build time, and CI has no internet. So the book is
+built from a staged copy of the project whose ``myst.yml`` (1) points at a local do-nothing
+site template and (2) lists the executed notebooks (``notebooks/*.ipynb``, written by
+``make notebooks``) in place of their ``.md`` sources, so chapters show this run's outputs.
+``book/render.mjs`` then turns mystmd's site JSON into static pages in ``_build/html``, and
+the notebook chapters' page names go to ``_build/html/chapters.txt`` for ``make book-check``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / "_build" / "book-src"
+HTML = ROOT / "_build" / "html"
+
+
+def executed(entry: str) -> str:
+    """notebooks/x.md -> notebooks/x.ipynb, which must exist and hold outputs."""
+    if not entry.startswith("notebooks/") or not entry.endswith(".md"):
+        return entry
+    ipynb = entry[: -len(".md")] + ".ipynb"
+    path = ROOT / ipynb
+    if not path.exists():
+        sys.exit(f"build_book: {ipynb} missing; run `make notebooks` first")
+    if not any(cell.get("outputs") for cell in json.loads(path.read_text())["cells"]):
+        sys.exit(f"build_book: {ipynb} has no outputs; run `make notebooks` first")
+    return ipynb
+
+
+def rewrite_toc(entries: list[dict]) -> list[dict]:
+    out = []
+    for entry in entries:
+        entry = dict(entry)
+        if "file" in entry:
+            entry["file"] = executed(entry["file"])
+        if "children" in entry:
+            entry["children"] = rewrite_toc(entry["children"])
+        out.append(entry)
+    return out
+
+
+def chapter_files(entries: list[dict]) -> list[str]:
+    files = []
+    for entry in entries:
+        if entry.get("file", "").endswith(".ipynb"):
+            files.append(entry["file"])
+        files += chapter_files(entry.get("children", []))
+    return files
+
+
+def stage() -> list[str]:
+    config = yaml.safe_load((ROOT / "myst.yml").read_text())
+    config["project"]["toc"] = rewrite_toc(config["project"]["toc"])
+    config["site"] = {"template": "./book/offline-template"}
+    shutil.rmtree(STAGE, ignore_errors=True)
+    STAGE.mkdir(parents=True)
+    shutil.copytree(ROOT / "book", STAGE / "book")
+    (STAGE / "notebooks").mkdir()
+    for notebook in chapter_files(config["project"]["toc"]):
+        shutil.copy2(ROOT / notebook, STAGE / notebook)
+    (STAGE / "myst.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return chapter_files(config["project"]["toc"])
+
+
+def main() -> int:
+    notebooks = stage()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    myst = Path(sys.executable).parent / "myst"
+    subprocess.run([str(myst), "build", "--site", "--ci"], cwd=STAGE, env=env, check=True)
+    site = STAGE / "_build" / "site"
+    shutil.rmtree(HTML, ignore_errors=True)
+    subprocess.run(["node", str(ROOT / "book" / "render.mjs"), str(site), str(HTML)], check=True)
+    # Page names of the notebook chapters, as mystmd slugged them, for the browser check.
+    by_location = {}
+    for page in json.loads((site / "config.json").read_text())["projects"][0]["pages"]:
+        if page.get("slug"):
+            content = json.loads((site / "content" / f"{page['slug']}.json").read_text())
+            by_location[content["location"].lstrip("/")] = f"{page['slug']}.html"
+    (HTML / "chapters.txt").write_text("\n".join(by_location[nb] for nb in notebooks) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+# GENERATED FILE - DO NOT EDIT.
+# Source: notebooks/03_levy.md (code cells tagged `export`).
+# Edit the notebook, then run `make export`.
+
+"""Branch A: α-stable increments — CMS sampling, characteristic-function fit, MC forecast.
+
+Parameters are stored in Nolan's S0 parameterisation, which is continuous in α and closed
+under affine maps; see notebooks/03_levy.md for the derivation.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from usp._types import PRNGKey, Quantiles, Samples, Scalar, ScalarLike, Signal
+from usp.api.branch import AbstractBranch, Forecast
+from usp.api.config import PredictorConfig
+
+ALPHA_ONE_TOLERANCE = 1e-6
+"""Within this distance of α = 1, CMS uses its α = 1 formula (S0 is continuous in α)."""
+ALPHA_RANGE = (0.3, 2.0)
+"""Fitted α is clipped to this range; below 0.3 the ECF regression is meaningless on ~100 points."""
+
+
+def standard_stable_s1(
+    key: PRNGKey, alpha: ScalarLike, beta: ScalarLike, shape: tuple[int, ...]
+) -> Float[Array, "..."]:
+    """Draws of S1(α, β, 1, 0) by Chambers–Mallows–Stuck, including the α = 1 branch."""
+    key_v, key_w = jax.random.split(key)
+    half_pi = jnp.pi / 2
+    v = jax.random.uniform(key_v, shape, minval=-half_pi, maxval=half_pi)
+    # Exp(1) via -log(1 - U) with U in [0, 1); W = 0 would divide by zero below.
+    w = -jnp.log1p(-jax.random.uniform(key_w, shape))
+    w = jnp.maximum(w, jnp.finfo(w.dtype).tiny)
+
+    def general(alpha):
+        tan_term = beta * jnp.tan(half_pi * alpha)
+        b = jnp.arctan(tan_term) / alpha
+        s = (1.0 + tan_term**2) ** (1.0 / (2.0 * alpha))
+        return (
+            s
+            * jnp.sin(alpha * (v + b))
+            / jnp.cos(v) ** (1.0 / alpha)
+            * (jnp.cos(v - alpha * (v + b)) / w) ** ((1.0 - alpha) / alpha)
+        )
+
+    def alpha_one(alpha):
+        del alpha
+        shifted_v = half_pi + beta * v
+        return (2.0 / jnp.pi) * (
+            shifted_v * jnp.tan(v) - beta * jnp.log(half_pi * w * jnp.cos(v) / shifted_v)
+        )
+
+    # lax.cond evaluates one branch for a scalar α (under vmap it becomes a select).
+    is_one = jnp.abs(alpha - 1.0) < ALPHA_ONE_TOLERANCE
+    return jax.lax.cond(is_one, alpha_one, general, jnp.asarray(alpha, v.dtype))
+
+
+def s0_shift(alpha: ScalarLike, beta: ScalarLike) -> Scalar:
+    """μ0 − μ1 for a unit-scale law: β tan(πα/2), and 0 at α = 1."""
+    is_one = jnp.abs(alpha - 1.0) < ALPHA_ONE_TOLERANCE
+    return jnp.where(is_one, 0.0, beta * jnp.tan(jnp.pi / 2 * jnp.where(is_one, 0.5, alpha)))
+
+
+def stable_sample(
+    key: PRNGKey,
+    alpha: ScalarLike,
+    beta: ScalarLike,
+    scale: ScalarLike,
+    loc: ScalarLike,
+    shape: tuple[int, ...],
+) -> Float[Array, "..."]:
+    """Draws of S0(α, β, σ, μ0): σ·(Z1 − β tan(πα/2)) + μ0."""
+    z0 = standard_stable_s1(key, alpha, beta, shape) - s0_shift(alpha, beta)
+    return scale * z0 + loc
+
+
+def characteristic_function(
+    u: Float[Array, " k"], alpha: ScalarLike, beta: ScalarLike, scale: ScalarLike, loc: ScalarLike
+) -> Float[Array, " k"] | Array:
+    """E exp(iuX) for X ~ S0(α, β, σ, μ0), eq. (levy-cf-s0)."""
+    abs_su = jnp.abs(scale * u)
+    safe_su = jnp.where(abs_su > 0, abs_su, 1.0)  # u = 0: the skew term is multiplied by 0
+    is_one = jnp.abs(alpha - 1.0) < ALPHA_ONE_TOLERANCE
+    a = jnp.where(is_one, 0.5, alpha)
+    skew_general = jnp.tan(jnp.pi * a / 2) * (safe_su ** (1.0 - a) - 1.0)
+    skew_one = (2.0 / jnp.pi) * jnp.log(safe_su)
+    skew = beta * jnp.sign(u) * jnp.where(is_one, skew_one, skew_general)
+    log_cf = -(abs_su**alpha) * (1.0 + 1j * skew) + 1j * loc * u
+    return jnp.exp(log_cf)
+
+
+class StableParams(eqx.Module):
+    """An S0(α, β, σ, μ0) law of increments, and whether it came from a successful fit."""
+
+    alpha: Scalar
+    beta: Scalar
+    scale: Scalar
+    loc: Scalar
+    valid: Bool[Array, ""]
+
+    @property
+    def mean(self) -> Scalar:
+        """E[X] = μ0 − σβ tan(πα/2) for α > 1; NaN where the mean does not exist."""
+        mu1 = self.loc - self.scale * s0_shift(self.alpha, self.beta)
+        return jnp.where(self.alpha > 1.0, mu1, jnp.nan)
+
+
+_ECF_GRID = jnp.pi * jnp.arange(1, 11) / 25.0  # Koutrouvelis' u_k = πk/25
+
+
+def _least_squares(design: Float[Array, "k p"], target: Float[Array, " k"]) -> Float[Array, " p"]:
+    return jnp.linalg.lstsq(design, target)[0]
+
+
+def _ecf_regression(z: Float[Array, " n"], mask: Bool[Array, " n"]) -> tuple[Scalar, ...]:
+    """One Koutrouvelis pass on roughly standard data: (α, β, σ, μ0)."""
+    u = _ECF_GRID
+    weights = mask / jnp.maximum(mask.sum(), 1)
+    phase = u[:, None] * jnp.where(mask, z, 0.0)[None, :]
+    ecf = (weights * jnp.exp(1j * phase)).sum(axis=1)
+
+    modulus_sq = jnp.clip(jnp.abs(ecf) ** 2, 1e-12, 1.0 - 1e-12)
+    log_u = jnp.log(u)
+    real_design = jnp.stack([jnp.ones_like(log_u), log_u], axis=1)
+    intercept, slope = _least_squares(real_design, jnp.log(-jnp.log(modulus_sq)))
+    alpha = jnp.clip(slope, *ALPHA_RANGE)
+    scale = (jnp.exp(intercept) / 2.0) ** (1.0 / alpha)
+
+    su = scale * u
+    near_one = jnp.abs(alpha - 1.0) < 1e-3  # the limit form avoids 0·∞ near α = 1
+    a = jnp.where(near_one, 0.5, alpha)
+    g_general = jnp.tan(jnp.pi * a / 2) * (su**a - su)
+    g_one = -(2.0 / jnp.pi) * su * jnp.log(su)
+    g = jnp.where(near_one, g_one, g_general)
+    imag_design = jnp.stack([u, g], axis=1)
+    loc, beta = _least_squares(imag_design, jnp.angle(ecf))
+    return alpha, jnp.clip(beta, -1.0, 1.0), scale, loc
+
+
+def fit_stable(increments: Float[Array, " n"], *, min_count: int = 16) -> StableParams:
+    """S0 parameters of i.i.d. increments by ECF regression; non-finite entries are ignored.
+
+    ``valid`` is False when fewer than ``min_count`` finite values remain, when they have no
+    spread (a constant series), or when the regression produced a non-finite number.
+    """
+    mask = jnp.isfinite(increments)
+    x = jnp.where(mask, increments, jnp.nan)
+    q25, median, q75 = jnp.nanquantile(x, jnp.array([0.25, 0.5, 0.75]))
+    spread = (q75 - q25) / 2.0
+    safe_spread = jnp.where(spread > 0, spread, 1.0)
+
+    z1 = jnp.where(mask, (x - median) / safe_spread, 0.0)
+    alpha, _, scale1, loc1 = _ecf_regression(z1, mask)
+    z2 = jnp.where(mask, (z1 - loc1) / scale1, 0.0)
+    alpha, beta, scale2, loc2 = _ecf_regression(z2, mask)
+
+    scale = safe_spread * scale1 * scale2
+    loc = median + safe_spread * (loc1 + scale1 * loc2)
+    finite = jnp.isfinite(jnp.stack([alpha, beta, scale, loc])).all()
+    valid = (mask.sum() >= min_count) & (spread > 0) & finite & (scale > 0)
+    return StableParams(alpha=alpha, beta=beta, scale=scale, loc=loc, valid=valid)
+
+
+_ONE_SIGMA = (0.15865525393145707, 0.8413447460685429)  # Φ(−1), Φ(1)
+
+
+class LevyBranch(AbstractBranch[StableParams]):
+    """Branch A: next value = last value + median α-stable increment, by Monte Carlo."""
+
+    n_samples: int = eqx.field(static=True, default=4096)
+    min_increments: int = eqx.field(static=True, default=16)
+
+    @classmethod
+    def from_config(cls, config: PredictorConfig) -> LevyBranch:
+        return cls(n_samples=config.levy_mc_samples)
+
+    def init(self, *, key: PRNGKey) -> StableParams:
+        del key  # the Gaussian starting point is deterministic
+        one = jnp.asarray(1.0)
+        return StableParams(
+            alpha=2.0 * one, beta=0.0 * one, scale=one, loc=0.0 * one, valid=jnp.asarray(False)
+        )
+
+    def fit(self, params: StableParams, buffer: Signal) -> StableParams:
+        if buffer.shape[0] - 1 < self.min_increments:
+            raise ValueError(
+                f"LevyBranch.fit needs at least {self.min_increments + 1} values, "
+                f"got a buffer of {buffer.shape[0]}"
+            )
+        fitted = fit_stable(jnp.diff(buffer), min_count=self.min_increments)
+        # A failed fit (constant or mostly non-finite buffer) keeps the previous parameters.
+        return jax.tree.map(lambda new, old: jnp.where(fitted.valid, new, old), fitted, params)
+
+    def increments(self, params: StableParams, *, key: PRNGKey) -> Samples:
+        """M Monte-Carlo draws of the next increment."""
+        p = params
+        return stable_sample(key, p.alpha, p.beta, p.scale, p.loc, (self.n_samples,))
+
+    def predictive_quantiles(
+        self, params: StableParams, buffer: Signal, levels: Quantiles, *, key: PRNGKey
+    ) -> Quantiles:
+        """Quantiles of x_{t+1} at ``levels`` (unfitted: all equal to the last value)."""
+        draws = jnp.quantile(self.increments(params, key=key), levels)
+        return buffer[-1] + jnp.where(params.valid, draws, 0.0)
+
+    def predict(self, params: StableParams, buffer: Signal, *, key: PRNGKey) -> Forecast:
+        """Point forecast: last value + predictive median of the increment (L1-optimal; the
+        mean has infinite-variance noise for α < 2, see the chapter)."""
+        levels = jnp.array([_ONE_SIGMA[0], 0.5, _ONE_SIGMA[1]])
+        low, median, high = jnp.quantile(self.increments(params, key=key), levels)
+        mean = buffer[-1] + jnp.where(params.valid, median, 0.0)
+        return Forecast(mean=mean, scale=(high - low) / 2.0)
