@@ -3,7 +3,8 @@
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
-PY_BOOT ?= python3.11
+PY_BOOT ?= $(shell command -v python3.11 || command -v python3)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV    := .venv
 PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
@@ -80,7 +81,7 @@ book-check: $(NODE_STAMP) chromium
 	node book/check.mjs _build/html $$(cat _build/html/chapters.txt)
 
 chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "make chromium: install Debian's chromium (apt-get install chromium)"; exit 1; }
 
 bench: $(STAMP)

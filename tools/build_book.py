@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,20 @@ def stage() -> list[str]:
     return chapter_files(config["project"]["toc"])
 
 
+def check_katex_versions() -> None:
+    """mystmd writes KaTeX HTML with its bundled KaTeX; the CSS we ship must be the same version."""
+    import mystmd_py
+
+    bundle = (Path(mystmd_py.__file__).parent / "myst.cjs").read_text()
+    found = re.search(r'Current KaTeX version\s*\*/\s*version: "([0-9.]+)"', bundle)
+    shipped = json.loads((ROOT / "node_modules" / "katex" / "package.json").read_text())["version"]
+    if found is None or found.group(1) != shipped:
+        bundled = found.group(1) if found else "unknown"
+        sys.exit(f"build_book: mystmd bundles KaTeX {bundled} but package.json pins {shipped}")
+
+
 def main() -> int:
+    check_katex_versions()
     notebooks = stage()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     myst = Path(sys.executable).parent / "myst"

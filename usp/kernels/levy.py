@@ -19,10 +19,10 @@ from usp._types import PRNGKey, Quantiles, Samples, Scalar, ScalarLike, Signal
 from usp.api.branch import AbstractBranch, Forecast
 from usp.api.config import PredictorConfig
 
+# Within this distance of α = 1, CMS uses its α = 1 formula (S0 is continuous in α).
 ALPHA_ONE_TOLERANCE = 1e-6
-"""Within this distance of α = 1, CMS uses its α = 1 formula (S0 is continuous in α)."""
+# Fitted α is clipped to this range; below 0.3 the ECF regression is meaningless on ~100 points.
 ALPHA_RANGE = (0.3, 2.0)
-"""Fitted α is clipped to this range; below 0.3 the ECF regression is meaningless on ~100 points."""
 
 
 def standard_stable_s1(
