@@ -1,0 +1,430 @@
+"""usp.kernels.wtmm: the gaus1 CWT against PyWavelets, maxima and linking against dense
+oracles, accuracy on fractional Brownian motion (beside DFA-1) and on a binomial cascade,
+bad input, vmap, jit and the absence of gradients (SIA-1, SIA-2, SIA-4).
+
+Tolerances on fBm come from the full-size run of `notebooks/01_wtmm.md` (400 paths per cell,
+table in its Verification section): a test passes when the mean of its 24 paths lies within the
+measured bias plus three standard errors, and its spread below 1.5 times the measured one.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import pywt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from usp.api import PredictorConfig
+from usp.kernels.wtmm import (
+    CWT,
+    MaximaLines,
+    WindowedCWT,
+    WTMMEstimator,
+    dyadic_scales,
+    estimator_for,
+    gaus1_integrated,
+    holder_exponent,
+    link_maxima_lines,
+    make_cwt,
+    modulus_maxima,
+    partition_function,
+)
+
+SCALES = dyadic_scales()
+cwt_jit = eqx.filter_jit(lambda transform, signal: transform(signal))
+spectra_jit = eqx.filter_jit(lambda est, buffers: jax.vmap(est.spectrum)(buffers))
+holder_jit = eqx.filter_jit(holder_exponent)
+
+
+# -- independent generators and the standard estimator ------------------------------------------
+
+
+def fbm(n: int, hurst: float, rng: np.random.Generator) -> np.ndarray:
+    """Exact fBm path (Davies-Harte circulant embedding of fractional Gaussian noise)."""
+    k = np.arange(n)
+    gamma = 0.5 * (np.abs(k - 1) ** (2 * hurst) - 2 * k ** (2 * hurst) + (k + 1) ** (2 * hurst))
+    eigen = np.fft.fft(np.concatenate([gamma, gamma[-2:0:-1]])).real
+    assert eigen.min() > -1e-9
+    m = eigen.size
+    z = rng.standard_normal(m) + 1j * rng.standard_normal(m)
+    noise = np.fft.fft(np.sqrt(np.maximum(eigen, 0.0) / m) * z).real[: n - 1]
+    return np.concatenate([[0.0], np.cumsum(noise)])
+
+
+def dfa1(path: np.ndarray, min_box: int = 8, max_fraction: int = 4) -> float:
+    """DFA-1 exponent of a path used as the profile."""
+    n = path.size
+    boxes = np.unique(np.geomspace(min_box, n // max_fraction, 12).astype(int))
+    fluctuation = []
+    for size in boxes:
+        segments = path[: (n // size) * size].reshape(-1, size)
+        design = np.vstack([np.arange(size), np.ones(size)]).T
+        coef, *_ = np.linalg.lstsq(design, segments.T, rcond=None)
+        fluctuation.append(np.sqrt(np.mean((segments.T - design @ coef) ** 2)))
+    return float(np.polyfit(np.log(boxes), np.log(fluctuation), 1)[0])
+
+
+def binomial_cascade(levels: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Cumulative mass F(k / 2^levels) of a random-order binomial cascade."""
+    mass = np.ones(1)
+    for _ in range(levels):
+        left = np.where(rng.random(mass.size) < 0.5, p, 1.0 - p)
+        mass = np.stack([mass * left, mass * (1.0 - left)], axis=1).ravel()
+    return np.concatenate([[0.0], np.cumsum(mass)[:-1]])
+
+
+# -- SIA-1: the transform ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", [10, 12, 18])
+def test_wavelet_table_is_pywavelets_table(precision):
+    ours, x = gaus1_integrated(precision)
+    theirs, x_ref = pywt.integrate_wavelet("gaus1", precision=precision)
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-15)
+
+
+def assert_matches_pywt(ours: np.ndarray, reference: np.ndarray) -> None:
+    """Every coefficient within 1e-6 relative (SIA-1), and 1e-10 of each scale's largest."""
+    peak = np.max(np.abs(reference), axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-12 * peak.max())
+    assert np.max(np.abs(ours - reference) / peak) < 1e-10
+
+
+@pytest.mark.parametrize("length", [64, 128, 333, 1024])
+def test_cwt_matches_pywt(length):
+    rng = np.random.default_rng(length)
+    transform = CWT.build(length, SCALES)
+    for signal in (rng.standard_normal(length), rng.standard_normal(length).cumsum()):
+        reference, _ = pywt.cwt(signal, SCALES, "gaus1")
+        assert_matches_pywt(np.asarray(cwt_jit(transform, jnp.asarray(signal))), reference)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    length=st.integers(24, 700), seed=st.integers(0, 2**32 - 1), precision=st.sampled_from([12, 18])
+)
+def test_cwt_matches_pywt_any_length(length, seed, precision):
+    signal = np.random.default_rng(seed).standard_normal(length).cumsum()
+    reference, _ = pywt.cwt(signal, SCALES, "gaus1", precision=precision)
+    transform = CWT.build(length, SCALES, precision=precision)
+    assert_matches_pywt(np.asarray(cwt_jit(transform, jnp.asarray(signal))), reference)
+
+
+def test_windowed_cwt_covers_the_whole_signal():
+    length = 2901  # not a multiple of anything: the last window is aligned to the end
+    signal = np.random.default_rng(7).standard_normal(length).cumsum()
+    transform = make_cwt(length, SCALES)
+    assert isinstance(transform, WindowedCWT)
+    assert transform.starts[-1] + transform.window.length == length
+    reference, _ = pywt.cwt(signal, SCALES, "gaus1")
+    ours = np.asarray(cwt_jit(transform, jnp.asarray(signal)))
+    assert ours.shape == (len(SCALES), length)
+    assert_matches_pywt(ours, reference)
+    assert_matches_pywt(ours[:, -100:], reference[:, -100:])  # the tail the spec dropped
+
+
+def test_make_cwt_switches_to_windows_above_1024():
+    assert isinstance(make_cwt(1024, SCALES), CWT)
+    assert isinstance(make_cwt(1025, SCALES), WindowedCWT)
+    with pytest.raises(ValueError, match="window"):
+        WindowedCWT.build(2000, SCALES, window=600)  # shorter than the largest filter
+
+
+def test_cwt_rejects_a_signal_of_another_length():
+    with pytest.raises(ValueError, match="length 128"):
+        CWT.build(128, SCALES)(jnp.zeros(100))
+
+
+def test_cwt_has_no_host_callback():
+    transform = CWT.build(256, SCALES)
+    jaxpr = str(jax.make_jaxpr(transform)(jnp.zeros(256)))
+    assert "callback" not in jaxpr
+
+
+# -- SIA-2: maxima and lines ---------------------------------------------------------------------
+
+
+def test_modulus_maxima_do_not_wrap_around():
+    # With jnp.roll, column 0 (5 > 4 and 5 > 1) and column 5 (4 > 3, 4 < 5) would be compared
+    # with each other; here the end columns have one neighbour and are never maxima.
+    row = jnp.asarray([[5.0, 1.0, 2.0, 1.0, 3.0, 4.0]])
+    np.testing.assert_array_equal(
+        np.asarray(modulus_maxima(row))[0], [False, False, True, False, False, False]
+    )
+
+
+def test_modulus_maxima_match_a_loop():
+    rows = np.round(np.random.default_rng(1).random((5, 300)), 1)  # ties included
+    expected = np.zeros(rows.shape, bool)
+    for s in range(rows.shape[0]):
+        for i in range(1, rows.shape[1] - 1):
+            expected[s, i] = rows[s, i] > rows[s, i - 1] and rows[s, i] >= rows[s, i + 1]
+    np.testing.assert_array_equal(np.asarray(modulus_maxima(jnp.asarray(rows))), expected)
+
+
+def dense_link(modulus, candidates, scales, cone_c):
+    """The linking rule with an n x n distance matrix per scale (the spec's O(N^2) way)."""
+    n = modulus.shape[1]
+    position = np.arange(n)
+    alive, sup = np.zeros_like(candidates), np.zeros_like(modulus)
+    alive[0], sup[0] = candidates[0], np.where(candidates[0], modulus[0], 0.0)
+    origin = position.copy()
+    for j in range(1, modulus.shape[0]):
+        distance = np.abs(position[:, None] - position[None, :]).astype(float)
+        distance[:, ~alive[j - 1]] = np.inf
+        parent = np.argmin(distance, axis=1)
+        origin = origin[parent]
+        in_cone = np.abs(position - origin) <= cone_c * scales[j]
+        alive[j] = candidates[j] & alive[j - 1].any() & in_cone
+        sup[j] = np.where(alive[j], np.maximum(modulus[j], sup[j - 1][parent]), 0.0)
+    return alive, sup
+
+
+link_jit = jax.jit(link_maxima_lines, static_argnums=3)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    density=st.floats(0.05, 1.0),
+    cone_c=st.sampled_from([0.5, 1.5, 3.0]),
+)
+def test_linking_matches_dense_distance_matrix(seed, density, cone_c):
+    rng = np.random.default_rng(seed)
+    rows = np.abs(rng.standard_normal((len(SCALES), 150)))
+    candidates = np.asarray(modulus_maxima(jnp.asarray(rows))) & (rng.random(rows.shape) < density)
+    fast = link_jit(jnp.asarray(rows), jnp.asarray(candidates), jnp.asarray(SCALES), cone_c)
+    alive, sup = dense_link(rows, candidates, SCALES, cone_c)
+    np.testing.assert_array_equal(np.asarray(fast.alive), alive)
+    np.testing.assert_array_equal(np.asarray(fast.sup), sup)
+
+
+def test_a_drifting_line_dies_when_it_leaves_the_cone():
+    # One maximum per scale, starting at 20 and drifting right by 2 samples per scale.
+    scales = np.arange(1.0, 21.0)
+    candidates = np.zeros((20, 100), bool)
+    candidates[np.arange(20), 20 + 2 * np.arange(20)] = True
+    rows = jnp.ones((20, 100))
+    lines = link_jit(rows, jnp.asarray(candidates), jnp.asarray(scales), 1.0)
+    # At scale a_j = j + 1 the offset from the origin is 2j: inside iff 2j <= j + 1, i.e. j <= 1;
+    # once dead, a line never revives.
+    np.testing.assert_array_equal(np.asarray(lines.alive).any(axis=1), np.arange(20) <= 1)
+
+
+def test_sup_runs_along_the_line():
+    candidates = np.zeros((3, 10), bool)
+    candidates[:, 5] = True
+    rows = np.ones((3, 10))
+    rows[:, 5] = [3.0, 1.0, 2.0]
+    lines = link_jit(jnp.asarray(rows), jnp.asarray(candidates), jnp.asarray([1.0, 2.0, 3.0]), 1.5)
+    np.testing.assert_array_equal(np.asarray(lines.sup)[:, 5], [3.0, 3.0, 3.0])
+
+
+def test_partition_function_matches_direct_sums():
+    rng = np.random.default_rng(3)
+    alive = rng.random((6, 80)) < 0.3
+    alive[5] = False  # a scale without lines
+    sup = np.where(alive, np.exp(rng.normal(0, 2, (6, 80))), 0.0)
+    q = (-1.5, 0.0, 0.5, 2.0, 3.0)
+    pf = partition_function(MaximaLines(jnp.asarray(alive), jnp.asarray(sup)), q)
+    for j in range(5):
+        s = sup[j, alive[j]]
+        for k, power in enumerate(q):
+            z = np.sum(s**power)
+            np.testing.assert_allclose(float(pf.log_z[k, j]), np.log(z), rtol=1e-12)
+            mean = np.sum(s**power * np.log(s)) / z
+            np.testing.assert_allclose(float(pf.mean_log_sup[k, j]), mean, rtol=1e-12, atol=1e-12)
+    assert int(pf.line_count[5]) == 0 and np.all(np.isfinite(np.asarray(pf.log_z)))
+
+
+# -- SIA-2: accuracy on signals with known exponents ---------------------------------------------
+
+# (N, H): (|bias| of h_min, sd of h_min, |bias| of DFA-1, sd of DFA-1) on 400 paths per cell.
+FBM_STUDY = {
+    (128, 0.3): (0.049, 0.106, 0.027, 0.080),
+    (128, 0.5): (0.107, 0.150, 0.013, 0.106),
+    (128, 0.7): (0.158, 0.167, 0.001, 0.125),
+    (256, 0.3): (0.030, 0.084, 0.015, 0.054),
+    (256, 0.5): (0.064, 0.110, 0.006, 0.072),
+    (256, 0.7): (0.101, 0.129, 0.009, 0.084),
+    (1024, 0.3): (0.001, 0.045, 0.013, 0.029),
+    (1024, 0.5): (0.027, 0.056, 0.000, 0.040),
+    (1024, 0.7): (0.044, 0.065, 0.005, 0.051),
+}
+N_PATHS = 24
+
+
+@pytest.mark.parametrize("n", [128, 256, 1024])
+def test_fbm_hurst_recovered_beside_dfa(n):
+    rng = np.random.default_rng(n)
+    estimator = WTMMEstimator.build(n)
+    for hurst in (0.3, 0.5, 0.7):
+        paths = np.stack([fbm(n, hurst, rng) for _ in range(N_PATHS)])
+        result = spectra_jit(estimator, jnp.asarray(paths))
+        assert bool(np.all(result.valid))
+        h = np.asarray(result.holder)
+        bias, sd, dfa_bias, dfa_sd = FBM_STUDY[n, hurst]
+        assert abs(h.mean() - hurst) <= bias + 3 * sd / np.sqrt(N_PATHS), (hurst, h.mean())
+        assert h.std() <= 1.5 * sd, (hurst, h.std())
+        # The generator is right: the standard estimator finds H too.
+        dfa = np.array([dfa1(p) for p in paths])
+        assert abs(dfa.mean() - hurst) <= dfa_bias + 3 * dfa_sd / np.sqrt(N_PATHS), hurst
+
+
+def test_fbm_h05_bias_at_1024_within_target():
+    # Measured bias -0.027, sd 0.056: with 100 paths 0.05 is 4 standard errors away.
+    rng = np.random.default_rng(99)
+    estimator = WTMMEstimator.build(1024)
+    paths = np.stack([fbm(1024, 0.5, rng) for _ in range(100)])
+    h = np.asarray(spectra_jit(estimator, jnp.asarray(paths)).holder)
+    assert abs(h.mean() - 0.5) <= 0.05
+
+
+def test_binomial_cascade_spectrum():
+    p, q = 0.3, (1.0, 2.0, 3.0)
+    qa = np.asarray(q)
+    tau = -np.log2(p**qa + (1 - p) ** qa)
+    h = -(p**qa * np.log(p) + (1 - p) ** qa * np.log(1 - p)) / ((p**qa + (1 - p) ** qa) * np.log(2))
+    rng = np.random.default_rng(5)
+    cascades = np.stack([binomial_cascade(12, p, rng) for _ in range(8)])
+    estimator = WTMMEstimator.build(4096, q=q)  # 4096 > 1024: the windowed transform
+    assert isinstance(estimator.cwt, WindowedCWT)
+    result = spectra_jit(estimator, jnp.asarray(cascades))
+    # Measured on 60 cascades: bias <= 0.008, sd per cascade 0.017, 0.030, 0.045 for h(1, 2, 3)
+    # and 0.017, 0.026, 0.056 for tau; tolerance = bias + 3 sd / sqrt(8).
+    h_tol, tau_tol = np.array([0.025, 0.04, 0.056]), np.array([0.02, 0.03, 0.065])
+    assert np.all(np.abs(np.asarray(result.h).mean(0) - h) <= h_tol)
+    assert np.all(np.abs(np.asarray(result.tau).mean(0) - tau) <= tau_tol)
+    assert abs(float(result.holder.mean()) - h[-1]) <= h_tol[-1]  # the minimum over q is h(3)
+
+
+def test_windowed_estimator_equals_the_plain_one():
+    path = jnp.asarray(fbm(2048, 0.5, np.random.default_rng(0)))
+    windowed = WTMMEstimator.build(2048)
+    plain = WTMMEstimator.build(2048, window=1 << 20)
+    assert isinstance(windowed.cwt, WindowedCWT) and isinstance(plain.cwt, CWT)
+    a = eqx.filter_jit(lambda e, x: e.spectrum(x))(windowed, path)
+    b = eqx.filter_jit(lambda e, x: e.spectrum(x))(plain, path)
+    np.testing.assert_allclose(np.asarray(a.h), np.asarray(b.h), rtol=0, atol=1e-9)
+
+
+# -- the predictor's call: bad input, partial buffers, batches, gradients ------------------------
+
+EST_128 = WTMMEstimator.build(128)
+WALK = jnp.asarray(fbm(128, 0.5, np.random.default_rng(11)))
+FULL = jnp.asarray(128)
+
+
+@pytest.mark.parametrize(
+    ("buffer", "n_valid"),
+    [
+        (WALK.at[40].set(jnp.nan), 128),
+        (WALK.at[127].set(jnp.inf), 128),
+        (WALK.at[0].set(-jnp.inf), 128),
+        (jnp.full(128, 101.5), 128),
+        (jnp.zeros(128), 128),
+        (jnp.linspace(100.0, 130.0, 128), 128),
+        (WALK, 31),
+        (WALK, 0),
+    ],
+    ids=["nan", "inf", "-inf", "constant", "zeros", "straight-line", "31-samples", "empty"],
+)
+def test_bad_buffers_give_half_and_invalid(buffer, n_valid):
+    h, valid = holder_jit(EST_128, buffer, jnp.asarray(n_valid))
+    assert not bool(valid)
+    assert float(h) == 0.5
+
+
+def test_a_random_walk_is_valid():
+    h, valid = holder_jit(EST_128, WALK, FULL)
+    assert bool(valid) and 0.0 < float(h) < 1.0
+
+
+def test_min_samples_is_the_only_thing_that_rejects_31_samples():
+    relaxed = WTMMEstimator.build(128, min_samples=16)
+    assert not bool(holder_jit(EST_128, WALK, jnp.asarray(31))[1])
+    assert bool(holder_jit(relaxed, WALK, jnp.asarray(31))[1])
+
+
+def test_the_unfilled_head_is_ignored():
+    n_valid = jnp.asarray(70)
+    clean = WALK.at[:58].set(0.0)
+    garbage = WALK.at[:58].set(jnp.nan).at[3].set(1e300)
+    a = holder_jit(EST_128, clean, n_valid)
+    b = holder_jit(EST_128, garbage, n_valid)
+    assert bool(a[1]) and bool(b[1])
+    assert float(a[0]) == float(b[0])
+
+
+def test_a_partial_buffer_reads_like_a_short_one():
+    short = WTMMEstimator.build(64)
+    h_partial = holder_jit(EST_128, WALK, jnp.asarray(64))[0]
+    h_short = holder_jit(short, WALK[-64:], jnp.asarray(64))[0]
+    np.testing.assert_allclose(float(h_partial), float(h_short), atol=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    factor=st.floats(0.01, 100.0) | st.floats(-100.0, -0.01),
+    shift=st.floats(-1e4, 1e4),
+)
+def test_affine_maps_of_the_buffer_leave_h_unchanged(factor, shift):
+    # The wavelet ignores the level, the regression ignores the unit, |W| ignores the sign.
+    h = holder_jit(EST_128, WALK, FULL)[0]
+    h_mapped = holder_jit(EST_128, factor * WALK + shift, FULL)[0]
+    np.testing.assert_allclose(float(h_mapped), float(h), atol=1e-8)
+
+
+def test_vmap_over_series_matches_one_at_a_time():
+    rng = np.random.default_rng(4)
+    batch = jnp.asarray(np.stack([fbm(128, h, rng) for h in (0.3, 0.4, 0.5, 0.6, 0.7, 0.5)]))
+    n_valid = jnp.asarray([128, 128, 100, 64, 32, 20])
+    batched = eqx.filter_jit(jax.vmap(holder_exponent, in_axes=(None, 0, 0)))
+    h_batch, valid_batch = batched(EST_128, batch, n_valid)
+    for i in range(batch.shape[0]):
+        h, valid = holder_jit(EST_128, batch[i], n_valid[i])
+        np.testing.assert_allclose(float(h_batch[i]), float(h), rtol=0, atol=1e-12)
+        assert bool(valid_batch[i]) == bool(valid)
+    assert not bool(valid_batch[-1])  # 20 < holder_min_samples
+
+
+def test_no_gradient_flows_through_the_holder_exponent():
+    gradient = jax.jit(jax.grad(lambda b: holder_exponent(EST_128, b)[0]))(WALK)
+    np.testing.assert_array_equal(np.asarray(gradient), 0.0)
+    # Without stop_gradient the same number does depend on the buffer: the test can fail.
+    raw = jax.jit(jax.grad(lambda b: EST_128.spectrum(b).holder))(WALK)
+    assert np.any(np.asarray(raw) != 0.0)
+
+
+def test_compiled_path_has_no_callback_and_takes_a_traced_fill_count():
+    jaxpr = str(jax.make_jaxpr(lambda b, n: holder_exponent(EST_128, b, n))(WALK, FULL))
+    assert "callback" not in jaxpr
+    assert "stop_gradient" in jaxpr
+
+
+def test_estimator_from_config_and_config_shortcut():
+    config = PredictorConfig(
+        wtmm_buffer_size=256, besov_cone_c=2.0, wtmm_n_scales=30, holder_min_samples=40
+    )
+    estimator = WTMMEstimator.from_config(config)
+    assert estimator.buffer_size == 256 and estimator.cone_c == 2.0
+    assert estimator.min_samples == 40
+    np.testing.assert_allclose(np.asarray(estimator.scales), dyadic_scales(30))
+    buffer = jnp.asarray(fbm(256, 0.5, np.random.default_rng(2)))
+    assert estimator_for(config, 256) is estimator_for(config, 256)  # built once
+    h_config = holder_jit(config, buffer, jnp.asarray(256))[0]
+    h_estimator = holder_jit(estimator, buffer, jnp.asarray(256))[0]
+    # Same program; the config path bakes the filter spectra in as constants (last-bit rounding).
+    np.testing.assert_allclose(float(h_config), float(h_estimator), rtol=0, atol=1e-12)
+
+
+def test_misuse_fails_loudly():
+    with pytest.raises(ValueError, match="128 samples"):
+        EST_128.spectrum(jnp.zeros(100))
+    with pytest.raises(ValueError, match="usable scales"):
+        WTMMEstimator.build(8)  # only the scale 2 fits in a quarter of 8 samples
