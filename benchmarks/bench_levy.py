@@ -44,7 +44,7 @@ def main() -> None:
     fit = jax.jit(branch.fit)
     params = fit(branch.init(key=key), buffer)
     predict = jax.jit(lambda p, b, k: branch.predict(p, b, key=k))
-    t_fit = median_seconds(lambda: fit(params, buffer).alpha.block_until_ready(), 50)
+    t_fit = median_seconds(lambda: fit(params, buffer).law.alpha.block_until_ready(), 50)
     t_predict = median_seconds(lambda: predict(params, buffer, key).mean.block_until_ready(), 200)
 
     report(

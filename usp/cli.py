@@ -44,7 +44,7 @@ def demo_table(datasets: Sequence[str], window: int, chunk: int = 256) -> list[d
     def forecast_chunk(windows, keys):
         def one(buffer, key):
             params = branch.fit(branch.init(key=key), buffer)
-            return branch.predictive_quantiles(params, buffer, levels, key=key), params.alpha
+            return branch.predictive_quantiles(params, buffer, levels, key=key), params.law.alpha
 
         return jax.vmap(one)(windows, keys)
 

@@ -165,10 +165,19 @@ def fit_stable(increments: Float[Array, " n"], *, min_count: int = 16) -> Stable
     return StableParams(alpha=alpha, beta=beta, scale=scale, loc=loc, valid=valid)
 
 
-_ONE_SIGMA = (0.15865525393145707, 0.8413447460685429)  # Φ(−1), Φ(1)
+_FORECAST_LEVELS = (0.15865525393145707, 0.5, 0.8413447460685429)  # Φ(−1), median, Φ(1)
 
 
-class LevyBranch(AbstractBranch[StableParams]):
+class LevyParams(eqx.Module):
+    """Branch A's state: the fitted law, its forecast quantiles, and the key of the next fit."""
+
+    law: StableParams
+    increment_quantiles: Float[Array, " 3"]
+    """Monte-Carlo quantiles of the next increment at Φ(−1), 1/2, Φ(1), drawn at fit time."""
+    key: PRNGKey
+
+
+class LevyBranch(AbstractBranch[LevyParams]):
     """Branch A: next value = last value + median α-stable increment, by Monte Carlo."""
 
     n_samples: int = eqx.field(static=True, default=4096)
@@ -178,39 +187,44 @@ class LevyBranch(AbstractBranch[StableParams]):
     def from_config(cls, config: PredictorConfig) -> LevyBranch:
         return cls(n_samples=config.levy_mc_samples)
 
-    def init(self, *, key: PRNGKey) -> StableParams:
-        del key  # the Gaussian starting point is deterministic
+    def init(self, *, key: PRNGKey) -> LevyParams:
         one = jnp.asarray(1.0)
-        return StableParams(
+        gaussian = StableParams(
             alpha=2.0 * one, beta=0.0 * one, scale=one, loc=0.0 * one, valid=jnp.asarray(False)
         )
+        return LevyParams(law=gaussian, increment_quantiles=jnp.zeros(3), key=key)
 
-    def fit(self, params: StableParams, buffer: Signal) -> StableParams:
+    def fit(self, params: LevyParams, buffer: Signal) -> LevyParams:
         if buffer.shape[0] - 1 < self.min_increments:
             raise ValueError(
                 f"LevyBranch.fit needs at least {self.min_increments + 1} values, "
                 f"got a buffer of {buffer.shape[0]}"
             )
         fitted = fit_stable(jnp.diff(buffer), min_count=self.min_increments)
-        # A failed fit (constant or mostly non-finite buffer) keeps the previous parameters.
-        return jax.tree.map(lambda new, old: jnp.where(fitted.valid, new, old), fitted, params)
+        # A failed fit (constant or mostly non-finite buffer) keeps the previous law.
+        law = jax.tree.map(lambda new, old: jnp.where(fitted.valid, new, old), fitted, params.law)
+        draw_key, next_key = jax.random.split(params.key)
+        draws = self.increments(law, key=draw_key)
+        quantiles = jnp.quantile(draws, jnp.asarray(_FORECAST_LEVELS, draws.dtype))
+        quantiles = jnp.where(fitted.valid, quantiles, params.increment_quantiles)
+        return LevyParams(law=law, increment_quantiles=quantiles, key=next_key)
 
-    def increments(self, params: StableParams, *, key: PRNGKey) -> Samples:
+    def increments(self, law: StableParams, *, key: PRNGKey) -> Samples:
         """M Monte-Carlo draws of the next increment."""
-        p = params
-        return stable_sample(key, p.alpha, p.beta, p.scale, p.loc, (self.n_samples,))
+        return stable_sample(key, law.alpha, law.beta, law.scale, law.loc, (self.n_samples,))
 
     def predictive_quantiles(
-        self, params: StableParams, buffer: Signal, levels: Quantiles, *, key: PRNGKey
+        self, params: LevyParams, buffer: Signal, levels: Quantiles, *, key: PRNGKey
     ) -> Quantiles:
-        """Quantiles of x_{t+1} at ``levels`` (unfitted: all equal to the last value)."""
-        draws = jnp.quantile(self.increments(params, key=key), levels)
-        return buffer[-1] + jnp.where(params.valid, draws, 0.0)
+        """Quantiles of x_{t+1} at any ``levels`` (fresh draws; unfitted: the last value)."""
+        draws = jnp.quantile(self.increments(params.law, key=key), levels)
+        return buffer[-1] + jnp.where(params.law.valid, draws, 0.0)
 
-    def predict(self, params: StableParams, buffer: Signal, *, key: PRNGKey) -> Forecast:
-        """Point forecast: last value + predictive median of the increment (L1-optimal; the
-        mean has infinite-variance noise for α < 2, see the chapter)."""
-        levels = jnp.array([_ONE_SIGMA[0], 0.5, _ONE_SIGMA[1]])
-        low, median, high = jnp.quantile(self.increments(params, key=key), levels)
-        mean = buffer[-1] + jnp.where(params.valid, median, 0.0)
+    def predict(self, params: LevyParams, buffer: Signal, *, key: PRNGKey) -> Forecast:
+        """Last value + predictive median of the increment (L1-optimal; the mean has
+        infinite-variance noise for α < 2, see the chapter). O(1): the quantiles were drawn
+        at fit time, since the increment law only changes when the branch is refitted."""
+        del key
+        low, median, high = params.increment_quantiles
+        mean = buffer[-1] + jnp.where(params.law.valid, median, 0.0)
         return Forecast(mean=mean, scale=(high - low) / 2.0)
