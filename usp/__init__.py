@@ -9,6 +9,7 @@ from .api import (
     DomainError,
     Forecast,
     FrequencyWarning,
+    FunctionalPredictor,
     IntegrityError,
     KurtosisOutlierWarning,
     MarketObservation,
@@ -17,6 +18,7 @@ from .api import (
     PredictionResult,
     PredictorConfig,
     StalenessWarning,
+    UniversalPredictor,
 )
 
 __version__ = "0.1.0"
@@ -26,6 +28,7 @@ __all__ = [
     "DomainError",
     "Forecast",
     "FrequencyWarning",
+    "FunctionalPredictor",
     "IntegrityError",
     "KurtosisOutlierWarning",
     "MarketObservation",
@@ -34,4 +37,5 @@ __all__ = [
     "PredictionResult",
     "PredictorConfig",
     "StalenessWarning",
+    "UniversalPredictor",
 ]

@@ -13,6 +13,7 @@ from .errors import (
     USPError,
     USPWarning,
 )
+from .predictor import FunctionalPredictor, TickGate, UniversalPredictor
 from .types import MarketObservation, PredictionResult
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "AbstractBranch",
     "DomainError",
     "Forecast",
+    "FunctionalPredictor",
     "FrequencyWarning",
     "IntegrityError",
     "KurtosisOutlierWarning",
@@ -29,6 +31,8 @@ __all__ = [
     "PredictionResult",
     "PredictorConfig",
     "StalenessWarning",
+    "TickGate",
     "USPError",
     "USPWarning",
+    "UniversalPredictor",
 ]

@@ -57,7 +57,9 @@ class PredictionResult(eqx.Module):
     regime_change_detected: Bool[Array, "*batch"]
     mode_collapse_warning: Bool[Array, "*batch"]
     robust_mode: Bool[Array, "*batch"]
-    """Huber loss in force (after a regime change or in emergency)."""
+    """Huber loss in force (in emergency, or in the grace period after a regime change)."""
+    kurtosis_alert: Bool[Array, "*batch"]
+    """κ_t above ``kurtosis_alert_level`` for more than ``kurtosis_alert_steps`` steps."""
 
     @property
     def mode(self) -> Mode | np.ndarray:

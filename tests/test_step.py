@@ -1,0 +1,246 @@
+"""The predictor: the pure step's properties and the wrappers' handling of bad input.
+
+One fitted predictor is shared by the module (fitting trains the DGM network); each test
+starts from a copy of its state.
+"""
+
+import copy
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from usp import (
+    DomainError,
+    FrequencyWarning,
+    MarketObservation,
+    NormalOperationRestoredEvent,
+    PredictorConfig,
+    StalenessWarning,
+    UniversalPredictor,
+)
+from usp.io.dump import read_emergency_dump
+
+SECOND = 1_000_000_000
+HISTORY = 100.0 + np.cumsum(np.random.default_rng(0).standard_normal(300) * 0.5)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A FunctionalPredictor and a UniversalPredictor fitted on 300 ticks."""
+    up = UniversalPredictor(PredictorConfig(), clock=None)
+    assert isinstance(up.fit_history(HISTORY), bool)
+    return up
+
+
+def fresh(fitted, **kwargs) -> UniversalPredictor:
+    """A new wrapper on the shared compiled predictor, starting from the fitted state."""
+    up = UniversalPredictor(functional=fitted.functional, **{"clock": None, **kwargs})
+    up.state, up.last_result = fitted.state, fitted.last_result
+    up.gate = copy.deepcopy(fitted.gate)
+    return up
+
+
+def _plain(leaf):
+    leaf = jnp.asarray(leaf)
+    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+    return np.asarray(leaf)
+
+
+def same_state(a, b) -> bool:
+    return all(
+        np.array_equal(_plain(x), _plain(y), equal_nan=True)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def obs(price, t, target=None):
+    return MarketObservation(
+        price=price, target=price if target is None else target, timestamp_ns=t
+    )
+
+
+def test_short_or_bad_history_is_refused():
+    up = UniversalPredictor(clock=None)
+    with pytest.raises(ValueError, match="wtmm_buffer_size = 128"):
+        up.fit_history(HISTORY[:127])
+    bad = HISTORY.copy()
+    bad[5] = np.nan
+    with pytest.raises(DomainError, match="positions \\[5\\]"):
+        up.fit_history(bad)
+
+
+@pytest.mark.parametrize("price", [np.nan, np.inf, -np.inf])
+def test_non_finite_tick_is_dropped_and_state_untouched(fitted, price, caplog):
+    up = fresh(fitted)
+    before, last = up.state, up.last_result
+    assert up.step(obs(price, 10 * SECOND)) is last
+    assert same_state(up.state, before)
+    assert "non-finite" in caplog.text
+
+
+def test_outlier_beyond_20_sigma_is_dropped(fitted, caplog):
+    up = fresh(fitted)
+    before = up.state
+    sigma = np.sqrt(up.gate.increment_var)
+    last_price = up.gate.last_price
+    assert up.step(obs(last_price + 25 * sigma, 10 * SECOND)) is up.last_result
+    assert same_state(up.state, before) and "outlier" in caplog.text
+    accepted = up.step(obs(last_price + 3 * sigma, 11 * SECOND))
+    assert accepted is up.last_result and not same_state(up.state, before)
+
+
+@pytest.mark.parametrize(("second", "kind"), [(10, "duplicate"), (9, "out-of-order")])
+def test_duplicate_and_out_of_order_timestamps_are_dropped(fitted, second, kind, caplog):
+    up = fresh(fitted)
+    up.step(obs(HISTORY[-1], 10 * SECOND))
+    before, last = up.state, up.last_result
+    assert up.step(obs(HISTORY[-1] + 0.1, second * SECOND)) is last
+    assert same_state(up.state, before) and kind in caplog.text
+
+
+def test_functional_step_raises_on_non_finite(fitted):
+    fp = fitted.functional
+    with pytest.raises(DomainError):
+        fp.step(fitted.state, obs(np.nan, 1))
+
+
+def test_batch_with_one_bad_asset_affects_only_it(fitted):
+    fp = fitted.functional
+    states = jax.tree.map(lambda x: jnp.stack([x] * 4), fitted.state)  # 4: as the test below
+    good = HISTORY[-1] + np.array([0.2, -0.1, 0.0, 0.3])
+    bad = good.copy()
+    bad[1] = np.nan
+    new_good, res_good, acc_good = fp.step_batch(states, good, good)
+    new_bad, res_bad, acc_bad = fp.step_batch(states, bad, bad)
+    assert acc_good.all() and acc_bad.tolist() == [True, False, True, True]
+    for i in (0, 2, 3):
+        pick = lambda tree, i=i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+        assert same_state(pick(new_bad), pick(new_good))
+        assert float(res_bad.predicted_next[i]) == float(res_good.predicted_next[i])
+    assert same_state(jax.tree.map(lambda x: x[1], new_bad), fitted.state)
+
+
+def test_batch_equals_per_asset_loop(fitted):
+    """vmap changes no asset's result beyond floating-point reassociation.
+
+    Not bit for bit: XLA's CPU backend evaluates a batch of matrix-vector products (the DGM
+    network of branch B, the signature regression) as one batched GEMM whose accumulation
+    order differs from the single GEMV's, so results can differ in the last bits (measured:
+    ≤ 2 ulp on the forecast). Everything else is identical; the tolerance is 1e-13 relative.
+    """
+    fp = fitted.functional
+    scales = np.array([1.0, 1.001, 0.999, 1.002])
+    states = jax.tree.map(lambda x: jnp.stack([x] * len(scales)), fitted.state)
+    singles = [fitted.state] * len(scales)
+    for t in range(5):
+        prices = (HISTORY[-1] + 0.3 * t) * scales
+        states, batch, _ = fp.step_batch(states, prices, prices)
+        for i, p in enumerate(prices):
+            singles[i], single = fp.step(singles[i], obs(float(p), t + 1))
+            for name in ("predicted_next", "weights", "cusum_drift", "holder_exponent"):
+                np.testing.assert_allclose(
+                    getattr(single, name), getattr(batch, name)[i], rtol=1e-13, atol=1e-300
+                )
+            for flag in ("emergency_mode", "regime_change_detected", "robust_mode"):
+                assert bool(getattr(single, flag)) == bool(getattr(batch, flag)[i])
+
+
+def test_no_look_ahead(fitted):
+    """Changing observations after t changes no result at or before t."""
+    fp = fitted.functional
+    rng = np.random.default_rng(1)
+    # 128 ticks: the length fit_history compiled the scan for
+    path = HISTORY[-1] + np.cumsum(rng.standard_normal(128) * 0.5)
+    altered = path.copy()
+    altered[100:] += rng.standard_normal(28) * 5.0
+    _, original = fp.run(fitted.state, path)
+    _, changed = fp.run(fitted.state, altered)
+    for a, b in zip(jax.tree.leaves(original), jax.tree.leaves(changed), strict=True):
+        np.testing.assert_array_equal(_plain(a)[:100], _plain(b)[:100])
+    assert not np.array_equal(original.predicted_next[100:], changed.predicted_next[100:])
+
+
+@settings(max_examples=10, deadline=None)
+@given(hs.lists(hs.floats(-3.0, 3.0), min_size=5, max_size=5), hs.booleans())
+def test_weights_stay_on_the_simplex(fitted, moves, freeze):
+    fp = fitted.functional
+    prices = fitted.gate.last_price + np.cumsum(moves)
+    state = fitted.state
+    for p in prices:
+        state, result, _ = fp._step(state, p, p, freeze)
+        w = np.asarray(result.weights)
+        assert np.all(w >= 0) and abs(w.sum() - 1.0) < 1e-12
+        assert np.isfinite(float(result.predicted_next))
+
+
+def test_frozen_weights_do_not_move(fitted):
+    fp = fitted.functional
+    state, _, _ = fp._step(fitted.state, HISTORY[-1] + 2.0, HISTORY[-1] + 2.0, True)
+    np.testing.assert_array_equal(state.weights, fitted.state.weights)
+    state, _, _ = fp._step(fitted.state, HISTORY[-1] + 2.0, HISTORY[-1] + 2.0, False)
+    assert not np.array_equal(state.weights, fitted.state.weights)
+
+
+def test_staleness_freezes_and_recovery_emits_event(fitted):
+    now = [100 * SECOND]
+    events = []
+    up = fresh(fitted, clock=lambda: now[0], on_event=events.append)
+    ttl = up.config.staleness_ttl_ns
+    with pytest.warns(StalenessWarning):
+        up.step(obs(HISTORY[-1], now[0] - 2 * ttl))
+    assert up.gate.degraded
+    weights = np.asarray(up.state.weights)
+    up.step(obs(HISTORY[-1] + 0.1, now[0] - ttl + 1))  # below TTL, above hysteresis: still frozen
+    np.testing.assert_array_equal(up.state.weights, weights)
+    assert up.gate.degraded and not events
+    now[0] += SECOND
+    up.step(obs(HISTORY[-1] + 0.2, now[0] - ttl // 10))
+    assert not up.gate.degraded
+    assert len(events) == 1 and isinstance(events[0], NormalOperationRestoredEvent)
+
+
+def test_sparse_ticks_warn_and_freeze(fitted):
+    up = fresh(fitted)
+    up.step(obs(HISTORY[-1], 10 * SECOND))
+    weights = np.asarray(up.state.weights)
+    with pytest.warns(FrequencyWarning, match="Nyquist"):
+        result = up.step(obs(HISTORY[-1] + 0.1, 11 * SECOND))
+    assert bool(result.degraded_inference_mode)
+    np.testing.assert_array_equal(up.state.weights, weights)
+
+
+def test_emergency_on_a_jump_writes_a_dump(fitted, tmp_path):
+    up = fresh(fitted, emergency_dump_dir=tmp_path)
+    up.gate.min_increments = 10**9  # let the jump through the outlier gate
+    price, results = fitted.gate.last_price, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in range(8):
+            price += 40.0 if t == 0 else 0.1
+            results.append(up.step(obs(price, (20 + t) * 10**7)))
+    assert any(bool(r.emergency_mode) for r in results)
+    emergency = next(r for r in results if bool(r.emergency_mode))
+    assert emergency.mode == "Emergency" and float(emergency.weights[3]) > 0.999
+    (dump,) = up.dumps
+    record = read_emergency_dump(dump)
+    assert record["result"]["emergency_mode"] is True
+
+
+def test_result_has_every_field_and_is_finite(fitted):
+    result = fitted.last_result
+    assert 0.0 <= float(result.weights.min()) and abs(float(result.weights.sum()) - 1) < 1e-12
+    for name in (
+        "predicted_next",
+        "holder_exponent",
+        "cusum_drift",
+        "kurtosis",
+        "adaptive_threshold",
+    ):
+        assert np.isfinite(float(getattr(result, name))), name
+    assert result.mode in ("Standard", "Robust", "Emergency")

@@ -1,0 +1,340 @@
+"""The two public faces of the step: `FunctionalPredictor` (pure, many assets) and
+`UniversalPredictor` (one asset, stateful, with the host-side tick gate of API §4.2).
+
+The compiled step lives in ``usp.core.step``; this module adds what must stay on the host:
+input validation, clocks, warnings, events and emergency dumps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from usp.api.config import PredictorConfig
+from usp.api.errors import (
+    DomainError,
+    FrequencyWarning,
+    KurtosisOutlierWarning,
+    ModeDegradationAlert,
+    NormalOperationRestoredEvent,
+    StalenessWarning,
+)
+from usp.api.types import MarketObservation, PredictionResult
+from usp.core.step import Predictor, PredictorState, init_state, refit, run, step
+
+logger = logging.getLogger("usp")
+
+
+def _guarded_step(
+    model: Predictor, state: PredictorState, price, target, freeze
+) -> tuple[PredictorState, PredictionResult, Bool[Array, ""]]:
+    """The step, except that a non-finite price or target leaves the state untouched."""
+    accepted = jnp.isfinite(price) & jnp.isfinite(target)
+    last = state.buffer[-1]
+    new_state, result = step(
+        model, state, jnp.where(accepted, price, last), jnp.where(accepted, target, last), freeze
+    )
+    kept = jax.tree.map(lambda new, old: jnp.where(accepted, new, old), new_state, state)
+    return kept, result, accepted
+
+
+class FunctionalPredictor:
+    """Pure interface: states are explicit pytrees, so they can live anywhere (msgpack, a
+    key-value store) and thousands of assets share one compiled program.
+
+        fp = FunctionalPredictor(config)
+        state = fp.init_state()
+        state, result = fp.step(state, obs)
+        states = fp.init_states(1024)
+        states, results, accepted = fp.step_batch(states, prices, targets)
+    """
+
+    def __init__(self, config: PredictorConfig | None = None, *, learn_tau: bool = True):
+        self.config = config or PredictorConfig()
+        self.model = Predictor.from_config(self.config, learn_tau=learn_tau)
+        self._step = jax.jit(partial(_guarded_step, self.model))
+        self._step_batch = jax.jit(jax.vmap(partial(_guarded_step, self.model)))
+        self._run = jax.jit(partial(run, self.model))
+
+    def init_state(self, *, key: jax.Array | None = None) -> PredictorState:
+        key = jax.random.key(self.config.seed) if key is None else key
+        return init_state(self.model, key=key)
+
+    def init_states(self, n_assets: int, *, key: jax.Array | None = None) -> PredictorState:
+        """Independent cold states for ``n_assets`` assets, stacked on a leading axis."""
+        key = jax.random.key(self.config.seed) if key is None else key
+        keys = jax.random.split(key, n_assets)
+        return jax.vmap(lambda k: init_state(self.model, key=k))(keys)
+
+    def step(
+        self, state: PredictorState, obs: MarketObservation, *, freeze: bool = False
+    ) -> tuple[PredictorState, PredictionResult]:
+        """One tick. A non-finite price or target raises ``DomainError`` (state untouched)."""
+        if not (math.isfinite(obs.price) and math.isfinite(obs.target)):
+            raise DomainError(f"non-finite observation at {obs.timestamp_ns}: {obs}")
+        new_state, result, _ = self._step(state, obs.price, obs.target, freeze)
+        return new_state, result
+
+    def step_batch(
+        self,
+        states: PredictorState,
+        prices: Float[Array, " assets"] | np.ndarray,
+        targets: Float[Array, " assets"] | np.ndarray,
+        freeze: Bool[Array, " assets"] | np.ndarray | None = None,
+    ) -> tuple[PredictorState, PredictionResult, Bool[Array, " assets"]]:
+        """One tick for every asset. An asset whose price or target is not finite keeps its
+        state bit for bit and is reported in ``accepted`` as False; the others are unaffected.
+        """
+        prices = jnp.asarray(prices, dtype=states.buffer.dtype)
+        targets = jnp.asarray(targets, dtype=states.buffer.dtype)
+        freeze = jnp.zeros(prices.shape, bool) if freeze is None else jnp.asarray(freeze)
+        return self._step_batch(states, prices, targets, freeze)
+
+    def refit(self, state: PredictorState) -> PredictorState:
+        """Slow path: every branch re-estimated on the state's buffer (one asset)."""
+        return refit(self.model, state)
+
+    def run(
+        self, state: PredictorState, prices: np.ndarray, targets: np.ndarray | None = None
+    ) -> tuple[PredictorState, PredictionResult]:
+        """The compiled step scanned over a series (``targets`` default to ``prices``)."""
+        prices = jnp.asarray(prices, dtype=state.buffer.dtype)
+        targets = prices if targets is None else jnp.asarray(targets, dtype=prices.dtype)
+        return self._run(state, prices, targets)
+
+
+@dataclass
+class TickGate:
+    """Host-side checks of one asset's stream (API §4.2): what to drop, when to freeze.
+
+    A tick is dropped (the predictor state is untouched) when its price or target is not
+    finite, its timestamp is not after the last accepted one, or its price is more than
+    ``outlier_sigma`` increment-σ away from the last accepted price. Weights are frozen when
+    the tick is stale (latency > TTL, recovering only below ``hysteresis · TTL``) or when it
+    arrives later than the Nyquist interval after the previous one.
+    """
+
+    config: PredictorConfig
+    last_price: float | None = None
+    last_timestamp_ns: int | None = None
+    increment_var: float = 0.0
+    increments_seen: int = 0
+    degraded: bool = False
+    min_increments: int = 20
+    """No outlier test before this many increments: σ is not yet known."""
+
+    def rejection(self, obs: MarketObservation) -> str | None:
+        """Why the tick must be dropped, or None."""
+        price, target = float(obs.price), float(obs.target)
+        if not (math.isfinite(price) and math.isfinite(target)):
+            return f"non-finite price or target ({price}, {target})"
+        if self.last_timestamp_ns is not None and obs.timestamp_ns <= self.last_timestamp_ns:
+            kind = "duplicate" if obs.timestamp_ns == self.last_timestamp_ns else "out-of-order"
+            return f"{kind} timestamp {obs.timestamp_ns} (last {self.last_timestamp_ns})"
+        if self.last_price is not None and self.increments_seen >= self.min_increments:
+            sigma = math.sqrt(self.increment_var)
+            bound, center = self.config.outlier_sigma, self.last_price
+            if sigma > 0 and not obs.validate_domain(bound, sigma, center):
+                return f"outlier: |{price} - {center:.6g}| > {bound:g} x sigma {sigma:.3g}"
+        return None
+
+    def accept(self, price: float, timestamp_ns: int | None = None) -> None:
+        """Record an accepted price (EWMA of squared increments for the outlier σ)."""
+        if self.last_price is not None:
+            increment_sq = (price - self.last_price) ** 2
+            alpha = max(self.config.volatility_alpha, 1.0 / (self.increments_seen + 1))
+            self.increment_var = (1 - alpha) * self.increment_var + alpha * increment_sq
+            self.increments_seen += 1
+        self.last_price = price
+        if timestamp_ns is not None:
+            self.last_timestamp_ns = timestamp_ns
+
+    def staleness(self, latency_ns: int) -> tuple[bool, bool]:
+        """(degraded now, just recovered) with hysteresis."""
+        ttl = self.config.staleness_ttl_ns
+        recovered = False
+        if self.degraded and latency_ns < self.config.inference_recovery_hysteresis * ttl:
+            self.degraded, recovered = False, True
+        elif latency_ns > ttl:
+            self.degraded = True
+        return self.degraded, recovered
+
+    def is_sparse(self, timestamp_ns: int) -> bool:
+        if self.last_timestamp_ns is None:
+            return False
+        return timestamp_ns - self.last_timestamp_ns > self.config.besov_nyquist_interval_ns
+
+
+@dataclass
+class _FlagEdges:
+    """Previous values of the flags whose rising edge emits a warning or a dump."""
+
+    emergency: bool = False
+    mode_collapse: bool = False
+    kurtosis_alert: bool = False
+
+
+class UniversalPredictor:
+    """One asset, stateful: ``fit_history`` once, then ``step`` per tick.
+
+    ``clock`` returns the current time in ns (latency = clock() - obs.timestamp_ns); pass
+    ``clock=None`` for replays of historical data, where latency is meaningless.
+    """
+
+    def __init__(
+        self,
+        config: PredictorConfig | None = None,
+        *,
+        key: jax.Array | None = None,
+        clock: Callable[[], int] | None = time.time_ns,
+        emergency_dump_dir: str | Path | None = None,
+        learn_tau: bool = True,
+        on_event: Callable[[NormalOperationRestoredEvent], None] | None = None,
+        functional: FunctionalPredictor | None = None,
+    ):
+        """``functional`` shares an existing compiled predictor (and its config) instead of
+        building one: many single-asset wrappers, one compile."""
+        self.functional = functional or FunctionalPredictor(config, learn_tau=learn_tau)
+        self.config = self.functional.config
+        self.state = self.functional.init_state(key=key)
+        self.gate = TickGate(self.config)
+        self.clock = clock
+        self.emergency_dump_dir = emergency_dump_dir
+        self.on_event = on_event
+        self.events: list[NormalOperationRestoredEvent] = []
+        self.dumps: list[Path] = []
+        self.last_result: PredictionResult | None = None
+        self._edges = _FlagEdges()
+
+    def fit_history(self, history: Sequence[float] | np.ndarray) -> bool:
+        """Cold start: fill the buffer, fit every branch, then run the rest of the history
+        through the compiled step so weights and CUSUM settle. Returns True when the last
+        Sinkhorn step converged and the CUSUM drift is below ``cusum_h``.
+        """
+        values = np.asarray(history, dtype=float)
+        size = self.config.wtmm_buffer_size
+        if values.ndim != 1 or len(values) < size:
+            raise ValueError(
+                f"fit_history needs at least wtmm_buffer_size = {size} values, got {len(values)}"
+            )
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise DomainError(f"history has non-finite values at positions {bad[:5].tolist()}")
+        fp = self.functional
+        state, result = fp.run(self.state, values[:size])
+        state = fp.refit(state)
+        # Whole buffer-sized chunks reuse one compiled scan; the remainder goes tick by tick.
+        rest = values[size:]
+        n_chunks = len(rest) // size
+        for chunk in rest[: n_chunks * size].reshape(n_chunks, size):
+            state, result = fp.run(state, chunk)
+        last = jax.tree.map(lambda x: x[-1], result)
+        for price in rest[n_chunks * size :]:
+            state, last, _ = fp._step(state, price, price, False)
+        self.state = fp.refit(state) if len(rest) else state
+        for price in values:
+            self.gate.accept(float(price))
+        self.last_result = last
+        stable = bool(last.sinkhorn_converged) and float(last.cusum_drift) < self.config.cusum_h
+        if not stable:
+            logger.warning("fit_history: cold start ended without stable convergence")
+        return stable
+
+    def refit(self) -> None:
+        self.state = self.functional.refit(self.state)
+
+    def step(self, obs: MarketObservation) -> PredictionResult:
+        """One tick; a dropped tick returns the last valid result and changes nothing."""
+        reason = self.gate.rejection(obs)
+        if reason is not None:
+            logger.error("tick dropped: %s", reason)
+            if self.last_result is None:
+                raise DomainError(f"tick dropped ({reason}) and there is no previous result")
+            return self.last_result
+        freeze = self._freeze(obs)
+        self.state, result, _ = self.functional._step(self.state, obs.price, obs.target, freeze)
+        self.gate.accept(float(obs.price), obs.timestamp_ns)
+        self._raise_flags(result, obs.timestamp_ns)
+        self.last_result = result
+        return result
+
+    def _freeze(self, obs: MarketObservation) -> bool:
+        stale = False
+        if self.clock is not None:
+            latency = self.clock() - obs.timestamp_ns
+            was_degraded = self.gate.degraded
+            stale, recovered = self.gate.staleness(latency)
+            if stale and not was_degraded:
+                warnings.warn(
+                    f"latency {latency} ns > TTL {self.config.staleness_ttl_ns} ns: "
+                    "weights frozen (degraded inference)",
+                    StalenessWarning,
+                    stacklevel=3,
+                )
+            if recovered:
+                threshold = int(
+                    self.config.inference_recovery_hysteresis * self.config.staleness_ttl_ns
+                )
+                event = NormalOperationRestoredEvent(obs.timestamp_ns, latency, threshold)
+                self.events.append(event)
+                logger.info("normal operation restored: %s", event)
+                if self.on_event is not None:
+                    self.on_event(event)
+        sparse = self.gate.is_sparse(obs.timestamp_ns)
+        if sparse:
+            gap = obs.timestamp_ns - (self.gate.last_timestamp_ns or 0)
+            warnings.warn(
+                f"tick interval {gap} ns > Nyquist interval "
+                f"{self.config.besov_nyquist_interval_ns} ns: the Hölder estimate may alias",
+                FrequencyWarning,
+                stacklevel=3,
+            )
+        return stale or sparse
+
+    def _raise_flags(self, result: PredictionResult, timestamp_ns: int) -> None:
+        emergency = bool(result.emergency_mode)
+        collapse = bool(result.mode_collapse_warning)
+        kurtosis = bool(result.kurtosis_alert)
+        edges = self._edges
+        if emergency and not edges.emergency:
+            logger.error("emergency mode: Hölder exponent %.3f", float(result.holder_exponent))
+            if self.emergency_dump_dir is not None:
+                from usp.io.dump import write_emergency_dump
+
+                path = write_emergency_dump(
+                    self.emergency_dump_dir, result, self.config, timestamp_ns
+                )
+                self.dumps.append(path)
+        if collapse and not edges.mode_collapse:
+            warnings.warn(
+                "DGM entropy collapsed: branch B off until refit",
+                ModeDegradationAlert,
+                stacklevel=3,
+            )
+        if kurtosis and not edges.kurtosis_alert:
+            warnings.warn(
+                f"error kurtosis {float(result.kurtosis):.1f} above "
+                f"{self.config.kurtosis_alert_level:g} for more than "
+                f"{self.config.kurtosis_alert_steps} steps",
+                KurtosisOutlierWarning,
+                stacklevel=3,
+            )
+        self._edges = _FlagEdges(emergency, collapse, kurtosis)
+
+
+__all__ = [
+    "FunctionalPredictor",
+    "TickGate",
+    "UniversalPredictor",
+]
