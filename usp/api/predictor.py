@@ -7,6 +7,7 @@ input validation, clocks, warnings, events and emergency dumps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -49,6 +50,19 @@ def _guarded_step(
     return kept, result, accepted
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(config: PredictorConfig, learn_tau: bool):
+    """The model and its jitted functions, shared by every wrapper with an equal config: a
+    thousand single-asset ``UniversalPredictor``s compile once, not a thousand times."""
+    model = Predictor.from_config(config, learn_tau=learn_tau)
+    return (
+        model,
+        jax.jit(partial(_guarded_step, model)),
+        jax.jit(jax.vmap(partial(_guarded_step, model))),
+        jax.jit(partial(run, model)),
+    )
+
+
 class FunctionalPredictor:
     """Pure interface: states are explicit pytrees, so they can live anywhere (msgpack, a
     key-value store) and thousands of assets share one compiled program.
@@ -62,10 +76,7 @@ class FunctionalPredictor:
 
     def __init__(self, config: PredictorConfig | None = None, *, learn_tau: bool = True):
         self.config = config or PredictorConfig()
-        self.model = Predictor.from_config(self.config, learn_tau=learn_tau)
-        self._step = jax.jit(partial(_guarded_step, self.model))
-        self._step_batch = jax.jit(jax.vmap(partial(_guarded_step, self.model)))
-        self._run = jax.jit(partial(run, self.model))
+        self.model, self._step, self._step_batch, self._run = _compiled(self.config, learn_tau)
 
     def init_state(self, *, key: jax.Array | None = None) -> PredictorState:
         key = jax.random.key(self.config.seed) if key is None else key
@@ -232,17 +243,17 @@ class UniversalPredictor:
         if bad.size:
             raise DomainError(f"history has non-finite values at positions {bad[:5].tolist()}")
         fp = self.functional
-        state, result = fp.run(self.state, values[:size])
+        # Every scan has the buffer's length, so one compiled scan serves the whole history.
+        # The first len % size values only precede the buffer fill (their forecasts would be
+        # the unfitted, naive ones), so starting after them loses nothing and needs no
+        # tick-by-tick remainder.
+        start = len(values) % size
+        state, result = fp.run(self.state, values[start : start + size])
         state = fp.refit(state)
-        # Whole buffer-sized chunks reuse one compiled scan; the remainder goes tick by tick.
-        rest = values[size:]
-        n_chunks = len(rest) // size
-        for chunk in rest[: n_chunks * size].reshape(n_chunks, size):
+        for chunk in values[start + size :].reshape(-1, size):
             state, result = fp.run(state, chunk)
+        self.state = fp.refit(state) if len(values) >= start + 2 * size else state
         last = jax.tree.map(lambda x: x[-1], result)
-        for price in rest[n_chunks * size :]:
-            state, last, _ = fp._step(state, price, price, False)
-        self.state = fp.refit(state) if len(rest) else state
         for price in values:
             self.gate.accept(float(price))
         self.last_result = last

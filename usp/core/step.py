@@ -117,7 +117,7 @@ def init_state(model: Predictor, *, key: PRNGKey) -> PredictorState:
         signature=model.signature.init(key=keys[3]),
     )
     zero = jnp.zeros(())
-    uniform = jnp.full(4, 0.25)
+    uniform = jnp.full(4, 0.25, zero.dtype)  # explicit dtype: no weakly typed leaves
     no = jnp.asarray(False)
     return PredictorState(
         buffer=jnp.zeros(model.config.wtmm_buffer_size),

@@ -462,7 +462,9 @@ class DGMBranch(AbstractBranch[DGMParams]):
         net = DGMNet(
             1.0, -self.half_width, self.half_width, width=self.width, depth=self.depth, key=net_key
         )
-        one, zero = jnp.asarray(1.0), jnp.asarray(0.0)
+        # Explicit dtypes: weakly typed leaves would change type at the first fit and make
+        # every compiled function taking the state compile a second time.
+        one, zero = jnp.ones(()), jnp.zeros(())
         return DGMParams(
             net=net,
             loc=zero,
@@ -470,8 +472,8 @@ class DGMBranch(AbstractBranch[DGMParams]):
             diffusion=LinearDiffusion(zero, zero, one),
             step_std=one,
             entropy=self.entropy(net),
-            training_loss=jnp.asarray(jnp.inf),
-            n_rounds=jnp.asarray(0),
+            training_loss=jnp.full((), jnp.inf, one.dtype),
+            n_rounds=jnp.zeros((), jnp.int32),
             key=_raw_key(train_key),
         )
 

@@ -188,7 +188,7 @@ class LevyBranch(AbstractBranch[LevyParams]):
         return cls(n_samples=config.levy_mc_samples)
 
     def init(self, *, key: PRNGKey) -> LevyParams:
-        one = jnp.asarray(1.0)
+        one = jnp.ones(())  # not jnp.asarray(1.0): weakly typed leaves would recompile the step
         gaussian = StableParams(
             alpha=2.0 * one, beta=0.0 * one, scale=one, loc=0.0 * one, valid=jnp.asarray(False)
         )
