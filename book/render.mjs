@@ -65,11 +65,38 @@ function crossReference(h, node) {
   return h(node, 'a', { href, class: 'xref' }, all(h, node));
 }
 
+// mystmd rewrites simple math such as 10^{-13} into a span of text and superscripts.
+const span = (h, node) => h(node, 'span', all(h, node));
+
+// Citations link to the page's reference list (see `references` below).
+function cite(h, node) {
+  return h(node, 'a', { href: `#ref-${node.label}`, class: 'cite' }, all(h, node));
+}
+
+function citeGroup(h, node) {
+  const parts = all(h, node).flatMap((child, i) => (i ? [u('text', '; '), child] : [child]));
+  const wrap = node.kind === 'parenthetical';
+  return h(node, 'span', { class: 'cite-group' }, [
+    ...(wrap ? [u('text', '(')] : []),
+    ...parts,
+    ...(wrap ? [u('text', ')')] : []),
+  ]);
+}
+
+function references(json) {
+  const cites = json.references?.cite;
+  if (!cites?.order?.length) return '';
+  const items = cites.order
+    .map((label) => `<li id="ref-${label}">${cites.data[label].html}</li>`)
+    .join('');
+  return `<section class="references"><h2>References</h2><ol>${items}</ol></section>`;
+}
+
 function render(mdast) {
   const pipe = unified()
     .use(mystToHast, {
       allowDangerousHtml: true,
-      handlers: { math, inlineMath, output, crossReference },
+      handlers: { math, inlineMath, output, crossReference, span, cite, citeGroup },
     })
     .use(rehypeStringify, { allowDangerousHtml: true });
   return pipe.stringify(pipe.runSync(mdast));
@@ -113,7 +140,8 @@ const nav = contents
 
 for (const page of contents) {
   const file = page.slug === project.index ? 'index' : page.slug;
-  const html = shell({ title: page.title, body: render(page.json.mdast), nav, bookTitle: project.title });
+  const body = render(page.json.mdast) + references(page.json);
+  const html = shell({ title: page.title, body, nav, bookTitle: project.title });
   fs.writeFileSync(path.join(outDir, pageHref(file)), html);
 }
 

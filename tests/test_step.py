@@ -187,6 +187,7 @@ def test_frozen_weights_do_not_move(fitted):
     assert not np.array_equal(state.weights, fitted.state.weights)
 
 
+@pytest.mark.filterwarnings("ignore::usp.FrequencyWarning")  # its ticks are seconds apart
 def test_staleness_freezes_and_recovery_emits_event(fitted):
     now = [100 * SECOND]
     events = []
