@@ -81,7 +81,7 @@ book-check: $(NODE_STAMP) chromium
 	node book/check.mjs _build/html $$(cat _build/html/chapters.txt)
 
 chromium:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "make chromium: install Debian's chromium (apt-get install chromium)"; exit 1; }
 
 bench: $(STAMP)
