@@ -164,5 +164,11 @@ def test_error_hierarchy():
     assert issubclass(DomainError, ValueError) and issubclass(DomainError, USPError)
     assert issubclass(IntegrityError, USPError)
     assert issubclass(StalenessWarning, USPWarning) and issubclass(USPWarning, UserWarning)
+
+
+def test_top_level_api_is_the_api_layers():
+    """usp re-exports the public contracts of usp.api, the same objects, and nothing else."""
+    assert set(usp.__all__) <= set(usp.api.__all__)
     for name in usp.__all__:
-        assert getattr(usp, name) is not None
+        assert getattr(usp, name) is getattr(usp.api, name), name
+    assert {"FunctionalPredictor", "UniversalPredictor", "PredictorConfig"} <= set(usp.__all__)

@@ -173,10 +173,9 @@ def step(
     uniform = jnp.full(4, 0.25, buffer.dtype)
     weights = jnp.where(learn, jko.weights, state.weights)
     weights = jnp.where(cusum.alarm & ~freeze, uniform, weights)
+    # F of the weights actually kept (the JKO's, or frozen, or reset), on this tick's loss.
     loss = energy(weights, state.branch_forecasts, target, sigma=sigma, robust=robust)
-    reported_free_energy = jnp.where(
-        learn, jko.free_energy, free_energy(weights, loss, config.epsilon)
-    )
+    reported_free_energy = free_energy(weights, loss, config.epsilon)
 
     # 3. Forecast: each branch from the new buffer, then the blend (eq. used-weights).
     collapsed = state.params.dgm.entropy.collapsed & ~state.branch_b_off
