@@ -51,6 +51,11 @@ class PredictionResult(eqx.Module):
     dgm_entropy: Float[Array, "*batch"]
     adaptive_threshold: Float[Array, "*batch"]
     weights: Float[Array, "*batch 4"]
+    branch_forecasts: Float[Array, "*batch 4"]
+    """Each branch's own forecast of the next value (A, B, C, D): the blend's ingredients."""
+    predictive_scale: Float[Array, "*batch"]
+    """σ_t: EWMA standard deviation of the blended forecast's recent errors (the CUSUM's scale);
+    ``predicted_next ± z σ_t`` is the predictor's Gaussian interval."""
     sinkhorn_converged: Bool[Array, "*batch"]
     degraded_inference_mode: Bool[Array, "*batch"]
     emergency_mode: Bool[Array, "*batch"]

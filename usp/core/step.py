@@ -217,6 +217,8 @@ def step(
         dgm_entropy=jnp.where(branch_b_off, jnp.nan, dgm_entropy),
         adaptive_threshold=cusum.threshold,
         weights=used,
+        branch_forecasts=forecasts,
+        predictive_scale=cusum.sigma,
         sinkhorn_converged=jnp.where(learn, jko.sinkhorn_converged, True),
         degraded_inference_mode=freeze,
         emergency_mode=emergency,
