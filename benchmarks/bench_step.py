@@ -50,7 +50,7 @@ from usp.api import PredictorConfig  # noqa: E402
 from usp.api.predictor import FunctionalPredictor, UniversalPredictor  # noqa: E402
 from usp.api.types import MarketObservation  # noqa: E402
 from usp.core.step import _learned_tau, jko_step_from_config  # noqa: E402
-from usp.kernels.wtmm import holder_exponent, odd_extension, prepare_buffer  # noqa: E402
+from usp.kernels.wtmm import holder_exponent, prepare_buffer  # noqa: E402
 
 HISTORY_LENGTH = 300
 INCREMENT_STD = 0.1
@@ -156,9 +156,7 @@ def stage_times_1024(fp: FunctionalPredictor, states, prices, repeats: int) -> d
     one, no, yes = jnp.asarray(1.0), jnp.asarray(False), jnp.asarray(True)
 
     def holder_upto_cwt(state, price, key):
-        prepared = prepare_buffer(state.buffer, state.n_filled)
-        extended = odd_extension(prepared.signal, prepared.start, wtmm.extension)
-        return wtmm.cwt(extended - jnp.mean(extended))
+        return wtmm.coefficients(prepare_buffer(state.buffer, state.n_filled))
 
     def holder_upto_lines(state, price, key):
         return wtmm.lines(prepare_buffer(state.buffer, state.n_filled)).sup

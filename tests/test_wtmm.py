@@ -31,6 +31,7 @@ from usp.kernels.wtmm import (
     link_maxima_lines,
     make_cwt,
     modulus_maxima,
+    nearest_marked,
     partition_function,
 )
 
@@ -165,6 +166,24 @@ def test_modulus_maxima_match_a_loop():
         for i in range(1, rows.shape[1] - 1):
             expected[s, i] = rows[s, i] > rows[s, i - 1] and rows[s, i] >= rows[s, i + 1]
     np.testing.assert_array_equal(np.asarray(modulus_maxima(jnp.asarray(rows))), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.sampled_from([1, 2, 63, 64, 65, 127, 128, 129, 200]),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_nearest_marked_matches_brute_force(n, density, seed):
+    # Lengths around the 64-bit word boundaries of the packed search (eq. bit-nearest).
+    marked = np.random.default_rng(seed).random(n) < density
+    marked[np.random.default_rng(seed).integers(n)] = True  # at least one
+    position = np.arange(n)
+    distance = np.abs(position[:, None] - position[None, :]).astype(float)
+    distance[:, ~marked] = np.inf
+    expected = np.argmin(distance, axis=1)  # first minimum: ties go left
+    got = np.asarray(jax.jit(nearest_marked)(jnp.asarray(marked)))
+    np.testing.assert_array_equal(got, expected)
 
 
 def dense_link(modulus, candidates, scales, cone_c):

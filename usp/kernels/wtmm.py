@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.fft
-from jaxtyping import Array, Bool, Complex, Float, Int
+from jaxtyping import Array, Bool, Complex, Float, Int, UInt64
 
 from usp._types import Flag, Scalar, Signal
 from usp.api.config import PredictorConfig
@@ -190,16 +190,43 @@ def modulus_maxima(modulus: Float[Array, "s n"]) -> Bool[Array, "s n"]:
     return jnp.concatenate([edge, inner, edge], axis=1)
 
 
+WORD_BITS = 64
+
+
+def pack_bits(marked: Bool[Array, " n"]) -> UInt64[Array, " w"]:
+    """Bit j of word k is marked[64 k + j] (zero beyond n)."""
+    n = marked.shape[0]
+    n_words = -(-n // WORD_BITS)
+    padded = jnp.zeros(n_words * WORD_BITS, bool).at[:n].set(marked)
+    bit = jnp.left_shift(jnp.uint64(1), jnp.arange(WORD_BITS, dtype=jnp.uint64))
+    # Distinct powers of two: their sum is their bitwise or.
+    chosen = jnp.where(padded.reshape(n_words, WORD_BITS), bit, jnp.uint64(0))
+    return jnp.sum(chosen, axis=1, dtype=jnp.uint64)
+
+
 def nearest_marked(marked: Bool[Array, " n"]) -> Int[Array, " n"]:
     """For every position, the index of the nearest marked position (ties go left).
 
-    Two prefix maxima (O(n) work) instead of an n x n distance matrix. The result is
-    meaningless where nothing is marked; callers check ``marked.any()``.
+    Eq. (bit-nearest): the nearest marked position at or below (above) each position is read
+    off the packed words with count-leading-zeros (trailing zeros), with no n x n matrix and
+    no prefix scan. The result is meaningless where nothing is marked; callers check
+    ``marked.any()``.
     """
     n = marked.shape[0]
+    words = pack_bits(marked)[:, None]
+    word = jnp.arange(words.shape[0])[:, None]
     position = jnp.arange(n)
-    left = jax.lax.cummax(jnp.where(marked, position, -2 * n), axis=0)
-    right = jax.lax.cummin(jnp.where(marked, position, 3 * n), axis=0, reverse=True)
+    own_word, bit = position // WORD_BITS, (position % WORD_BITS).astype(jnp.uint64)
+    one, every, no = jnp.uint64(1), ~jnp.uint64(0), jnp.uint64(0)
+    up_to_bit = jnp.left_shift(jnp.uint64(2), bit) - one  # wraps to every bit when bit = 63
+    from_bit = ~(jnp.left_shift(one, bit) - one)
+    below = words & jnp.where(word < own_word, every, jnp.where(word == own_word, up_to_bit, no))
+    above = words & jnp.where(word > own_word, every, jnp.where(word == own_word, from_bit, no))
+    highest = WORD_BITS * word + (WORD_BITS - 1) - jax.lax.clz(below).astype(word.dtype)
+    lowest_bit = above & (~above + one)  # two's complement: isolates the lowest set bit
+    lowest = WORD_BITS * word + jax.lax.population_count(lowest_bit - one).astype(word.dtype)
+    left = jnp.max(jnp.where(below != 0, highest, -2 * n), axis=0)
+    right = jnp.min(jnp.where(above != 0, lowest, 3 * n), axis=0)
     nearest = jnp.where(position - left <= right - position, left, right)
     return jnp.clip(nearest, 0, n - 1)
 
@@ -314,19 +341,42 @@ def prepare_buffer(buffer: Signal, n_valid: Int[Array, ""]) -> PreparedBuffer:
     return PreparedBuffer(x, start, finite & rough)
 
 
-def odd_extension(signal: Signal, start: Int[Array, ""], extension: int) -> Float[Array, " m"]:
-    """signal[start:] extended by point reflection, x(start - k) = 2 x(start) - x(start + k).
+def reflect_head(signal: Signal, start: Int[Array, ""]) -> Signal:
+    """The unfilled head (positions < start) filled by point reflection about ``start``,
+    x(start - k) = 2 x(start) - x(start + k), held constant beyond the data (eq. odd-ext)."""
+    last = signal.shape[0] - 1
+    u = jnp.arange(last + 1)
+    below = 2.0 * signal[start] - signal[jnp.clip(2 * start - u, start, last)]
+    return jnp.where(u < start, below, signal)
 
-    The reflection continues the path and its local slope through each end (eq. odd-ext),
-    so the wavelet, blind to constants and nearly blind to lines, sees no edge singularity.
-    Beyond the available data the reflection is held constant. Length n + 2 * extension.
+
+def odd_extension(signal: Signal, extension: int) -> Float[Array, " m"]:
+    """A full signal extended by point reflection about both ends (eq. odd-ext).
+
+    The reflection continues the path and its local slope through each end, so the wavelet,
+    blind to constants and nearly blind to lines, sees no edge singularity. Beyond the
+    available data the reflection is held constant. Length n + 2 * extension.
     """
     last = signal.shape[0] - 1
     u = jnp.arange(-extension, last + 1 + extension)
-    below = 2.0 * signal[start] - signal[jnp.clip(2 * start - u, start, last)]
-    above = 2.0 * signal[last] - signal[jnp.clip(2 * last - u, start, last)]
-    inside = signal[jnp.clip(u, 0, last)]
-    return jnp.where(u < start, below, jnp.where(u > last, above, inside))
+    below = 2.0 * signal[0] - signal[jnp.clip(-u, 0, last)]
+    above = 2.0 * signal[last] - signal[jnp.clip(2 * last - u, 0, last)]
+    return jnp.where(u < 0, below, jnp.where(u > last, above, signal[jnp.clip(u, 0, last)]))
+
+
+def extended_cwt(cwt: CWT | WindowedCWT, signal: Signal, extension: int) -> Float[Array, "s m"]:
+    """W(a, b) of the centred odd extension, for b from one sample before the signal to one
+    after it (the maxima test needs a neighbour on each side)."""
+    extended = odd_extension(signal, extension)
+    n = signal.shape[0]
+    return cwt(extended - jnp.mean(extended))[:, extension - 1 : extension + n + 1]
+
+
+def cwt_matrix(cwt: CWT, length: int, extension: int) -> Float[Array, "n sm"]:
+    """K of eq. (cwt-matrix): row m is ``extended_cwt`` of the m-th unit vector, flattened."""
+    basis = jnp.eye(length)
+    rows = jax.jit(jax.vmap(lambda e: extended_cwt(cwt, e, extension)))(basis)
+    return rows.reshape(length, -1)
 
 
 class WTMMSpectrum(eqx.Module):
@@ -357,6 +407,8 @@ class WTMMEstimator(eqx.Module):
     """
 
     cwt: CWT | WindowedCWT
+    matrix: Float[Array, "n sm"] | None
+    """K of eq. (cwt-matrix) for buffers up to ``dense_limit`` samples, else None (FFT)."""
     scales: Float[Array, " s"]
     q: tuple[float, ...] = eqx.field(static=True)
     buffer_size: int = eqx.field(static=True)
@@ -382,6 +434,7 @@ class WTMMEstimator(eqx.Module):
         precision: int = 18,
         window: int = 1024,
         reach: float = 3.0,
+        dense_limit: int = 256,
     ) -> WTMMEstimator:
         """Precompute the CWT for ``buffer_size``; see the notebook for each default."""
         scales = dyadic_scales() if scales is None else np.asarray(scales, dtype=float)
@@ -395,8 +448,11 @@ class WTMMEstimator(eqx.Module):
             cwt = WindowedCWT.build(length, scales, window=window, precision=precision)
         else:
             cwt = CWT.build(length, scales, precision=precision)
+        dense = buffer_size <= dense_limit
+        matrix = cwt_matrix(cwt, buffer_size, extension) if dense else None
         return cls(
             cwt,
+            matrix,
             jnp.asarray(scales),
             tuple(float(p) for p in q),
             buffer_size,
@@ -421,10 +477,8 @@ class WTMMEstimator(eqx.Module):
 
     def lines(self, prepared: PreparedBuffer) -> MaximaLines:
         """CWT of the extended buffer, modulus maxima away from the edges, linked into lines."""
-        n, e = self.buffer_size, self.extension
-        extended = odd_extension(prepared.signal, prepared.start, e)
-        # Keep one neighbour on each side, so that the buffer's end samples can be maxima.
-        coefs = self.cwt(extended - jnp.mean(extended))[:, e - 1 : e + n + 1]
+        n = self.buffer_size
+        coefs = self.coefficients(prepared)
         modulus = l1_modulus(coefs, self.scales)
         maxima = modulus_maxima(modulus)[:, 1:-1]
         position = jnp.arange(n)
@@ -433,6 +487,13 @@ class WTMMEstimator(eqx.Module):
         return link_maxima_lines(
             modulus[:, 1:-1], maxima & away_from_edges, self.scales, self.cone_c
         )
+
+    def coefficients(self, prepared: PreparedBuffer) -> Float[Array, "s n2"]:
+        """W(a, b) of the buffer, its head filled, for b = -1 .. n (eq. cwt-matrix)."""
+        signal = reflect_head(prepared.signal, prepared.start)
+        if self.matrix is None:  # static: fixed when the estimator is built
+            return extended_cwt(self.cwt, signal, self.extension)
+        return (signal @ self.matrix).reshape(self.scales.shape[0], self.buffer_size + 2)
 
     def spectrum(self, buffer: Signal, n_valid: int | Int[Array, ""] | None = None) -> WTMMSpectrum:
         if buffer.shape != (self.buffer_size,):
@@ -480,7 +541,7 @@ class WTMMEstimator(eqx.Module):
 
 @functools.lru_cache(maxsize=16)
 def estimator_for(config: PredictorConfig, buffer_size: int) -> WTMMEstimator:
-    """One estimator per (config, buffer size): the filter spectra are built only once."""
+    """One estimator per (config, buffer size): the CWT matrix is built only once."""
     return WTMMEstimator.from_config(config, buffer_size=buffer_size)
 
 
