@@ -87,7 +87,11 @@ chromium:
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
-test: lint export-check pytest notebooks book book-check
+# The unit tests and the notebooks are independent and mostly single-threaded compilation:
+# run them side by side on two cores, then build and check the book from the executed notebooks.
+test: lint export-check
+	$(MAKE) --no-print-directory -j2 pytest notebooks
+	$(MAKE) --no-print-directory book book-check
 
 clean:
 	rm -rf _build notebooks/*.ipynb

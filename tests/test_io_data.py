@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from usp.api import IntegrityError
-from usp.cli import main
 from usp.io.data import available_series, data_dir, load_series, manifest, read_csv_columns
 
 
@@ -63,11 +62,3 @@ def test_csv_errors_are_clear(tmp_path, text, column, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         read_csv_columns(path, column)
-
-
-def test_cli_errors_print_one_line_and_exit_2(capsys):
-    assert main(["demo", "--dataset", "nope"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("usp: error: unknown series 'nope'")
-    assert main(["demo", "--dataset", "nile"]) == 2  # 100 values < window + 1
-    assert "need more than 129" in capsys.readouterr().err

@@ -1,189 +1,339 @@
 """The ``usp`` command.
 
-    usp demo [--dataset NAME ...] [--window N]   branch A's rolling one-step forecasts on bundled
-                                                 data, against the naive forecast
-    usp datasets                                 list the series usp can load
+    usp backtest [FILE | --dataset NAME] [--column COL] [--config FILE] [--report DIR]
+                                walk-forward backtest of the predictor and its baselines:
+                                metrics table, plots, report.md/.html, metrics.json
+    usp tune [FILE | --dataset NAME] --trials N [--seed S] [--out FILE]
+                                Optuna TPE search; writes the best config as JSON (--config)
+    usp bench [--quick]         step latency and batched throughput of the installed predictor
+    usp demo [--report DIR]     the backtest on the default bundled series (DEMO_DATASET)
+    usp datasets                list the series usp can load
 
-Errors print one line and exit with status 2.
+FILE is a CSV with a header: the first column is the index (time stamps, dates), the value
+column is ``--column`` (default: the last one). A config FILE is JSON or TOML: a flat mapping
+of ``PredictorConfig`` fields, as ``usp tune`` writes it. Compiled programs are kept in JAX's
+persistent cache (``$USP_CACHE_DIR``, default ``~/.cache/usp/jax``), so a second run of the
+same configuration starts without compiling (``--no-cache`` turns this off).
+
+Errors print one line, ``usp: error: ...``, and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
-from usp.io.data import available_series, load_series
+from usp.api.config import PredictorConfig
+from usp.api.errors import USPError
+from usp.io.data import available_series, load_series, read_csv_columns
 
-DEMO_DATASETS = ("merton", "ou", "fbm_h05", "sp500")
-PREDICTOR_DATASETS = ("merton", "sp500")
-PREDICTOR_TICKS = 1000
-"""The full predictor is fitted on what precedes the last PREDICTOR_TICKS values, then steps
-through them one tick at a time."""
-
-
-def _rolling_windows(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every window of ``window`` values and the value that follows it (no look-ahead)."""
-    starts = np.arange(len(values) - window)
-    windows = values[starts[:, None] + np.arange(window)[None, :]]
-    return windows, values[window:]
+DEMO_DATASET = "merton"
+"""The demo's series: bundled, 2000 values of a jump-diffusion with known parameters."""
+DEFAULT_REPORT_DIR = "usp-report"
 
 
-def demo_table(datasets: Sequence[str], window: int, chunk: int = 256) -> list[dict]:
-    """Branch A fitted on each rolling window, forecasting the next value."""
-    import jax
-    import jax.numpy as jnp
+class CommandError(Exception):
+    """A usage or input problem: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line (and main() returns 2 instead of the
+    parser calling sys.exit with usage text)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(message)
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesInput:
+    """The values to backtest, their time stamps and a name for tables and reports."""
+
+    name: str
+    values: np.ndarray
+    timestamps: np.ndarray
+
+
+def read_series(
+    file: str | None, dataset: str | None, column: str | None, last: int | None
+) -> SeriesInput:
+    """A CSV file or a named dataset (exactly one), optionally only its ``last`` values."""
+    if (file is None) == (dataset is None):
+        raise CommandError("give a CSV FILE or --dataset NAME (one of them)")
+    if dataset is not None:
+        if column is not None:
+            raise CommandError("--column applies to a CSV FILE, not to --dataset")
+        series = load_series(dataset)
+        name, index, values = dataset, series.index, series.values
+    else:
+        index, values = read_csv_columns(file, column)
+        name = Path(file).stem
+    if last is not None:
+        if last < 2:
+            raise CommandError(f"--last must be at least 2, got {last}")
+        index, values = index[-last:], values[-last:]
+    values = np.asarray(values, float)
+    # Branches A-C model log-prices (the IMEX fit rejects a non-positive buffer): say so now,
+    # not after a minute of compilation. NaN/inf are left to walk_forward's own check.
+    non_positive = np.flatnonzero(values <= 0)
+    if non_positive.size:
+        first = int(non_positive[0])
+        raise CommandError(
+            f"{name}: {non_positive.size} value(s) <= 0, first {values[first]:g} at position "
+            f"{first}; the predictor's branches model log-prices and need a positive series "
+            "(shift or rescale it)"
+        )
+    return SeriesInput(name, values, np.asarray(index))
+
+
+def load_config(path: str | None) -> PredictorConfig:
+    """``PredictorConfig()``, or the one a JSON/TOML file describes (unknown fields and bad
+    values raise ``ValueError`` naming them)."""
+    if path is None:
+        return PredictorConfig()
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"{file}: no such config file")
+    text = file.read_text()
+    try:
+        if file.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as err:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise CommandError(
+            f"{file}: not valid {file.suffix.lstrip('.') or 'JSON'}: {err}"
+        ) from None
+    if not isinstance(data, dict):
+        raise CommandError(f"{file}: expected a mapping of PredictorConfig fields")
+    try:
+        return PredictorConfig.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise CommandError(f"{file}: {err}") from None
+
+
+def _progress_bar(description: str, unit: str, enabled: bool) -> tuple[Callable, Callable]:
+    """A tqdm bar on stderr driven by ``update(done, total)``; and its ``close``."""
     from tqdm import tqdm
 
-    from usp.api import PredictorConfig
-    from usp.kernels.levy import LevyBranch
+    # disable=None: shown on a terminal, silent when stderr is a pipe or a file (CI logs).
+    bar = tqdm(desc=description, unit=unit, disable=None if enabled else True, leave=False)
 
-    jax.config.update("jax_enable_x64", True)
-    branch = LevyBranch.from_config(PredictorConfig().replace(levy_mc_samples=1024))
-    levels = jnp.array([0.05, 0.5, 0.95])
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
 
-    @jax.jit
-    def forecast_chunk(windows, keys):
-        def one(buffer, key):
-            params = branch.fit(branch.init(key=key), buffer)
-            return branch.predictive_quantiles(params, buffer, levels, key=key), params.law.alpha
-
-        return jax.vmap(one)(windows, keys)
-
-    rows = []
-    for name in datasets:
-        series = load_series(name)
-        if len(series) <= window + 1:
-            raise ValueError(f"{name}: {len(series)} values, need more than {window + 1}")
-        windows, targets = _rolling_windows(series.values, window)
-        quantiles, alphas = [], []
-        key = jax.random.key(0)
-        for start in tqdm(range(0, len(windows), chunk), desc=f"{name:>8}", unit="chunk"):
-            block = windows[start : start + chunk]
-            pad = chunk - len(block)  # fixed chunk shape: one compile for every chunk
-            padded = np.concatenate([block, np.repeat(block[-1:], pad, axis=0)])
-            keys = jax.random.split(jax.random.fold_in(key, start), chunk)
-            q, a = forecast_chunk(jnp.asarray(padded), keys)
-            quantiles.append(np.asarray(q)[: len(block)])
-            alphas.append(np.asarray(a)[: len(block)])
-        q = np.concatenate(quantiles)
-        naive_mae = np.mean(np.abs(windows[:, -1] - targets))
-        branch_mae = np.mean(np.abs(q[:, 1] - targets))
-        rows.append(
-            {
-                "dataset": name,
-                "forecasts": len(targets),
-                "naive_mae": naive_mae,
-                "branch_a_mae": branch_mae,
-                "ratio": branch_mae / naive_mae,
-                "coverage_90": np.mean((targets >= q[:, 0]) & (targets <= q[:, 2])),
-                "median_alpha": float(np.median(np.concatenate(alphas))),
-            }
-        )
-    return rows
+    return update, bar.close
 
 
-def predictor_table(datasets: Sequence[str]) -> list[dict]:
-    """The full predictor: fit_history on the past, then one ``step`` per remaining tick."""
+def _enable_cache(enabled: bool) -> None:
+    if enabled:
+        from usp.api.runtime import enable_compilation_cache
+
+        enable_compilation_cache()
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _walk_forward_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {"train_size": args.train_size, "test_size": args.test_size}
+    if args.folds is not None:
+        options["n_folds"] = args.folds
+    return options
+
+
+def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None) -> int:
+    """Walk-forward backtest, metrics table on stdout, report files in ``args.report``."""
     import jax
 
-    from usp import MarketObservation, UniversalPredictor
+    jax.config.update("jax_enable_x64", True)
+    from usp.eval.report import metrics_table, write_report
+    from usp.eval.walk_forward import walk_forward
+
+    series = series or read_series(args.file, args.dataset, args.column, args.last)
+    config = load_config(args.config)
+    _enable_cache(not args.no_cache)
+    update, close = _progress_bar(f"backtest {series.name}", "step", not args.no_progress)
+    try:
+        backtest = walk_forward(
+            series.values,
+            config,
+            name=series.name,
+            timestamps=series.timestamps,
+            progress=update,
+            **_walk_forward_options(args),
+        )
+    finally:
+        close()
+    print(metrics_table(backtest))
+    seconds = backtest.seconds.get("usp")
+    if seconds is not None:
+        ticks = len(backtest.index)
+        print(f"usp: {ticks} forecasts in {seconds:.1f} s (compilation, fits and refits included)")
+    paths = write_report(backtest, args.report, config=config)
+    print(f"report: {paths['html']} (and report.md, metrics.json, {len(paths) - 3} PNGs)")
+    return 0
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    """Optuna TPE search; the best config as JSON on stdout or in ``--out``."""
+    import jax
 
     jax.config.update("jax_enable_x64", True)
-    rows = []
-    for name in datasets:
-        values = load_series(name).values
-        history, live = values[:-PREDICTOR_TICKS], values[-PREDICTOR_TICKS:]
-        predictor = UniversalPredictor(clock=None)
-        predictor.fit_history(history)
-        forecasts, emergency, alarms = [], 0, 0
-        for t, price in enumerate(live):
-            result = predictor.step(MarketObservation(float(price), float(price), t + 1))
-            forecasts.append(float(result.predicted_next))
-            emergency += bool(result.emergency_mode)
-            alarms += bool(result.regime_change_detected)
-        predicted = np.array(forecasts[:-1])
-        realised, naive = live[1:], live[:-1]
-        predictor_rmse = float(np.sqrt(np.mean((predicted - realised) ** 2)))
-        naive_rmse = float(np.sqrt(np.mean((naive - realised) ** 2)))
-        rows.append(
-            {
-                "dataset": name,
-                "forecasts": len(realised),
-                "naive_rmse": naive_rmse,
-                "predictor_rmse": predictor_rmse,
-                "ratio": predictor_rmse / naive_rmse,
-                "emergency_share": emergency / len(live),
-                "regime_changes": alarms,
-                "weights": np.asarray(result.weights),
-            }
+    from usp.eval.tune import tune
+
+    series = read_series(args.file, args.dataset, args.column, args.last)
+    base = load_config(args.config)
+    if args.trials < 1:
+        raise CommandError(f"--trials must be at least 1, got {args.trials}")
+    _enable_cache(not args.no_cache)
+    update, close = _progress_bar(f"tune {series.name}", "trial", not args.no_progress)
+    try:
+        result = tune(
+            series.values,
+            n_trials=args.trials,
+            seed=args.seed,
+            config=base,
+            progress=update,
+            **_walk_forward_options(args),
         )
-    return rows
-
-
-def print_predictor_table(rows: list[dict]) -> None:
-    header = (
-        f"{'dataset':>10} {'forecasts':>9} {'naive RMSE':>11} {'usp RMSE':>10} {'ratio':>6} "
-        f"{'emergency':>9} {'alarms':>6}  final weights A/B/C/D"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        weights = "/".join(f"{w:.2f}" for w in r["weights"])
+    finally:
+        close()
+    rows = result.table()
+    searched = [k for k in rows[0] if k not in ("number", "rmse", "rmse_over_naive", "seconds")]
+    print(f"{series.name}: {len(rows)} trials (TPE, seed {args.seed}), best first")
+    print(f"{'trial':>5} {'RMSE':>11} {'RMSE/RW':>8} {'s':>6}  " + " ".join(searched))
+    for row in rows:
+        shown = " ".join(f"{row[k]:.4g}" for k in searched)
         print(
-            f"{r['dataset']:>10} {r['forecasts']:>9d} {r['naive_rmse']:>11.5g} "
-            f"{r['predictor_rmse']:>10.5g} {r['ratio']:>6.3f} {r['emergency_share']:>9.3f} "
-            f"{r['regime_changes']:>6d}  {weights}"
+            f"{row['number']:>5} {row['rmse']:>11.5g} {row['rmse_over_naive']:>8.4f} "
+            f"{row['seconds']:>6.1f}  {shown}"
         )
+    text = json.dumps(result.best_config.to_dict(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"best config written to {args.out} (use it with --config)")
+    else:
+        print(text, end="")
+    return 0
 
 
-def print_table(rows: list[dict]) -> None:
-    header = (
-        f"{'dataset':>10} {'forecasts':>9} {'naive MAE':>11} {'branch A MAE':>13} "
-        f"{'ratio':>6} {'90% cover':>9} {'median α':>8}"
+def bench_command(args: argparse.Namespace) -> int:
+    """Latency and throughput of the installed predictor: a table, then one JSON line."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from usp.eval.throughput import measure_throughput, throughput_table
+
+    config = load_config(args.config)
+    _enable_cache(not args.no_cache)
+    figures = measure_throughput(
+        config, quick=args.quick, progress=lambda stage: print(f"... {stage}", file=sys.stderr)
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['dataset']:>10} {r['forecasts']:>9d} {r['naive_mae']:>11.5g} "
-            f"{r['branch_a_mae']:>13.5g} {r['ratio']:>6.3f} {r['coverage_90']:>9.3f} "
-            f"{r['median_alpha']:>8.2f}"
-        )
+    print(throughput_table(figures))
+    print(json.dumps(figures))
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """``usp backtest --dataset DEMO_DATASET`` with the default settings."""
+    series = read_series(None, args.dataset or DEMO_DATASET, None, None)
+    args.config, args.train_size, args.test_size, args.folds = None, None, None, None
+    return backtest_command(args, series)
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def _add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", metavar="FILE", help="CSV: index column, values")
+    parser.add_argument("--dataset", metavar="NAME", help="a series from `usp datasets`")
+    parser.add_argument("--column", metavar="COL", help="value column of FILE (default: last)")
+    parser.add_argument("--last", type=int, metavar="N", help="use only the last N values")
+    parser.add_argument("--config", metavar="FILE", help="PredictorConfig as JSON or TOML")
+    parser.add_argument("--train-size", type=int, metavar="N", help="values per training window")
+    parser.add_argument("--test-size", type=int, metavar="N", help="targets per fold")
+    parser.add_argument("--folds", type=int, metavar="N", help="number of folds")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="do not use the persistent compilation cache"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="usp", description="Universal Stochastic Predictor")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    backtest = sub.add_parser("backtest", help="walk-forward backtest and report")
+    _add_series_arguments(backtest)
+    backtest.add_argument("--report", default=DEFAULT_REPORT_DIR, metavar="DIR")
+    _add_run_arguments(backtest)
+
+    tune = sub.add_parser("tune", help="Optuna TPE search over the predictor's config")
+    _add_series_arguments(tune)
+    tune.add_argument("--trials", type=int, required=True, metavar="N")
+    tune.add_argument("--seed", type=int, default=0, metavar="S")
+    tune.add_argument("--out", metavar="FILE", help="write the best config here (JSON)")
+    _add_run_arguments(tune)
+
+    bench = sub.add_parser("bench", help="step latency and batched throughput")
+    bench.add_argument("--quick", action="store_true", help="fewer ticks, one batch size")
+    bench.add_argument("--config", metavar="FILE", help="PredictorConfig as JSON or TOML")
+    _add_run_arguments(bench)
+
+    demo = sub.add_parser("demo", help=f"backtest of the bundled {DEMO_DATASET!r} series")
+    demo.add_argument("--dataset", metavar="NAME", help=f"default: {DEMO_DATASET}")
+    demo.add_argument("--report", default=DEFAULT_REPORT_DIR, metavar="DIR")
+    _add_run_arguments(demo)
+
+    sub.add_parser("datasets", help="list the series usp can load")
+    return parser
+
+
+COMMANDS = {
+    "backtest": backtest_command,
+    "tune": tune_command,
+    "bench": bench_command,
+    "demo": demo_command,
+}
+
+
+def _one_line(err: BaseException) -> str:
+    # KeyError's str() adds quotes around its message; newlines would break the one-line rule.
+    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(str(message).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="usp", description="Universal Stochastic Predictor")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="branch A's rolling forecasts on bundled data")
-    demo.add_argument("--dataset", action="append", help=f"default: {', '.join(DEMO_DATASETS)}")
-    demo.add_argument("--window", type=int, default=128, help="values per fit (default 128)")
-    sub.add_parser("datasets", help="list the series usp can load")
-    args = parser.parse_args(argv)
+    command = "this command"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"`usp {args.command}`"
         if args.command == "datasets":
             print("\n".join(available_series()))
             return 0
-        if args.window < 17:
-            raise ValueError(f"--window must be at least 17, got {args.window}")
-        rows = demo_table(args.dataset or DEMO_DATASETS, args.window)
-    except (KeyError, ValueError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"usp: error: {message}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except (CommandError, USPError, ValueError, KeyError, OSError) as err:
+        print(f"usp: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    print()
-    print("Branch A (α-stable Lévy) one-step forecasts, rolling windows, no look-ahead")
-    print_table(rows)
-    if args.dataset is None:
-        print()
-        print(
-            f"The full predictor (all four branches, JKO weights, guards): fitted on the history, "
-            f"then stepped tick by tick through the last {PREDICTOR_TICKS} values"
-        )
-        print_predictor_table(predictor_table(PREDICTOR_DATASETS))
-    return 0
+    except ImportError as err:  # an optional dependency (arch for GARCH, optuna for tune)
+        print(f"usp: error: {_one_line(err)}; install it to use {command}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

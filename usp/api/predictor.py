@@ -2,7 +2,8 @@
 `UniversalPredictor` (one asset, stateful, with the host-side tick gate of API §4.2).
 
 The compiled step lives in ``usp.core.step``; this module adds what must stay on the host:
-input validation, clocks, warnings, events and emergency dumps.
+input validation, clocks, warnings, events, emergency dumps and snapshots (the file format
+and the background writer are in ``usp.io.snapshot``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from usp.api.config import PredictorConfig
 from usp.api.errors import (
     DomainError,
     FrequencyWarning,
+    IntegrityError,
     KurtosisOutlierWarning,
     ModeDegradationAlert,
     NormalOperationRestoredEvent,
@@ -33,6 +36,7 @@ from usp.api.errors import (
 )
 from usp.api.types import MarketObservation, PredictionResult
 from usp.core.step import Predictor, PredictorState, init_state, refit, run, step
+from usp.io import snapshot as snap
 
 logger = logging.getLogger("usp")
 
@@ -76,7 +80,10 @@ class FunctionalPredictor:
 
     def __init__(self, config: PredictorConfig | None = None, *, learn_tau: bool = True):
         self.config = config or PredictorConfig()
+        self.learn_tau = learn_tau
         self.model, self._step, self._step_batch, self._run = _compiled(self.config, learn_tau)
+        self._templates: dict[int | None, PredictorState] = {}
+        self._result_template: PredictionResult | None = None
 
     def init_state(self, *, key: jax.Array | None = None) -> PredictorState:
         key = jax.random.key(self.config.seed) if key is None else key
@@ -94,7 +101,10 @@ class FunctionalPredictor:
         """One tick. A non-finite price or target raises ``DomainError`` (state untouched)."""
         if not (math.isfinite(obs.price) and math.isfinite(obs.target)):
             raise DomainError(f"non-finite observation at {obs.timestamp_ns}: {obs}")
-        new_state, result, _ = self._step(state, obs.price, obs.target, freeze)
+        # Python floats and bools: a NumPy scalar would be a differently typed argument (a
+        # second compile that no warm-up covers).
+        price, target = float(obs.price), float(obs.target)
+        new_state, result, _ = self._step(state, price, target, bool(freeze))
         return new_state, result
 
     def step_batch(
@@ -123,6 +133,72 @@ class FunctionalPredictor:
         prices = jnp.asarray(prices, dtype=state.buffer.dtype)
         targets = prices if targets is None else jnp.asarray(targets, dtype=prices.dtype)
         return self._run(state, prices, targets)
+
+    # -- persistence (usp.io.snapshot) ------------------------------------------------------
+    def state_template(self, n_assets: int | None = None) -> PredictorState:
+        """Shapes and dtypes of a cold state (a stack of ``n_assets`` states), computed without
+        allocating: every loaded state is checked leaf by leaf against it."""
+        if n_assets not in self._templates:
+            fresh = self.init_state if n_assets is None else partial(self.init_states, n_assets)
+            self._templates[n_assets] = jax.eval_shape(fresh)
+        return self._templates[n_assets]
+
+    def result_template(self) -> PredictionResult:
+        """Shapes and dtypes of one tick's result (traced, not run)."""
+        if self._result_template is None:
+            shapes = jax.eval_shape(self._step, self.state_template(), 0.0, 0.0, False)
+            self._result_template = shapes[1]
+        return self._result_template
+
+    def capture(
+        self,
+        state: PredictorState,
+        last_result: PredictionResult | None = None,
+        host: dict | None = None,
+    ) -> snap.Capture:
+        """Caller side of a snapshot: device→host copy now, encoding and writing later."""
+        n_assets = int(state.buffer.shape[0]) if state.buffer.ndim == 2 else None
+        return snap.capture(
+            {"state": state, "last_result": last_result},
+            config=self.config.to_dict(),
+            learn_tau=self.learn_tau,
+            n_assets=n_assets,
+            has_last_result=last_result is not None,
+            host=host,
+        )
+
+    def state_to_bytes(self, state: PredictorState) -> bytes:
+        """A snapshot of one state (or of a stack of states) as bytes, e.g. for a key-value
+        store keyed by asset id."""
+        return snap.encode(self.capture(state))
+
+    def state_from_bytes(self, data: bytes, *, source: str = "state") -> PredictorState:
+        """The state in a snapshot's bytes; ``IntegrityError`` unless it verifies and was taken
+        with this predictor's config."""
+        return self.decode_snapshot(snap.open_snapshot(data, source), source)["state"]
+
+    def save_state(self, path: str | Path, state: PredictorState) -> dict:
+        """Write a state snapshot atomically (in this thread); returns the status dict."""
+        return snap.write_snapshot(path, self.capture(state))
+
+    def load_state(self, path: str | Path) -> PredictorState:
+        """The state of a snapshot file (a ``UniversalPredictor`` snapshot works too)."""
+        return self.decode_snapshot(snap.read_snapshot(path), str(path))["state"]
+
+    def decode_snapshot(self, payload: dict, source: str) -> dict:
+        """``{"state": ..., "last_result": ...}`` of a verified payload, every leaf checked
+        against this predictor's templates."""
+        snap.check_same_config(snap.config_from_payload(payload, source), self.config, source)
+        if payload["learn_tau"] != self.learn_tau:
+            raise IntegrityError(f"{source}: taken with learn_tau={payload['learn_tau']}")
+        has_result = payload["has_last_result"]
+        if has_result and payload["n_assets"] is not None:
+            raise IntegrityError(f"{source}: a batched state with a single-asset result")
+        template = {
+            "state": self.state_template(payload["n_assets"]),
+            "last_result": self.result_template() if has_result else None,
+        }
+        return snap.from_record(payload["tree"], template, source)
 
 
 @dataclass
@@ -196,11 +272,36 @@ class _FlagEdges:
     kurtosis_alert: bool = False
 
 
+_GATE_FIELDS: dict[str, tuple[type, ...]] = {
+    "last_price": (float, type(None)),
+    "last_timestamp_ns": (int, type(None)),
+    "increment_var": (float,),
+    "increments_seen": (int,),
+    "degraded": (bool,),
+    "min_increments": (int,),
+}
+_HOST_FIELDS: dict[str, tuple[type, ...]] = {
+    "gate": (dict,),
+    "edges": (dict,),
+    "events": (list,),
+    "dumps": (list,),
+    "accepted_ticks": (int,),
+    "dropped_ticks": (int,),
+}
+
+
 class UniversalPredictor:
     """One asset, stateful: ``fit_history`` once, then ``step`` per tick.
 
     ``clock`` returns the current time in ns (latency = clock() - obs.timestamp_ns); pass
     ``clock=None`` for replays of historical data, where latency is meaningless.
+
+    Snapshots: ``save_snapshot(path)`` (non-blocking), ``UniversalPredictor.from_snapshot(path)``
+    and ``load_snapshot(path)``. With ``checkpoint_every=N`` and ``checkpoint_dir``, every N-th
+    accepted tick writes ``checkpoint-<ticks>.usp`` in the background, keeping the newest
+    ``checkpoint_keep`` files; a checkpoint that falls due while the previous one is still being
+    written is skipped (counted in ``checkpoints_skipped``), so a slow disk never queues up
+    copies of the state. ``graceful_shutdown()`` waits for pending writes.
     """
 
     def __init__(
@@ -213,9 +314,27 @@ class UniversalPredictor:
         learn_tau: bool = True,
         on_event: Callable[[NormalOperationRestoredEvent], None] | None = None,
         functional: FunctionalPredictor | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_keep: int = 2,
     ):
         """``functional`` shares an existing compiled predictor (and its config) instead of
         building one: many single-asset wrappers, one compile."""
+        if (checkpoint_every is None) != (checkpoint_dir is None):
+            raise ValueError("checkpoint_every and checkpoint_dir go together")
+        if checkpoint_every is not None and not (
+            isinstance(checkpoint_every, int) and checkpoint_every >= 1
+        ):
+            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+        if not (isinstance(checkpoint_keep, int) and checkpoint_keep >= 1):
+            raise ValueError(f"checkpoint_keep must be a positive int, got {checkpoint_keep!r}")
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_keep = checkpoint_keep
+        self.checkpoints_skipped = 0
+        self.accepted_ticks = 0
+        self.dropped_ticks = 0
+        self._writer: snap.SnapshotWriter | None = None
         self.functional = functional or FunctionalPredictor(config, learn_tau=learn_tau)
         self.config = self.functional.config
         self.state = self.functional.init_state(key=key)
@@ -270,15 +389,115 @@ class UniversalPredictor:
         reason = self.gate.rejection(obs)
         if reason is not None:
             logger.error("tick dropped: %s", reason)
+            self.dropped_ticks += 1
             if self.last_result is None:
                 raise DomainError(f"tick dropped ({reason}) and there is no previous result")
             return self.last_result
         freeze = self._freeze(obs)
-        self.state, result, _ = self.functional._step(self.state, obs.price, obs.target, freeze)
+        self.state, result, _ = self.functional._step(
+            self.state, float(obs.price), float(obs.target), bool(freeze)
+        )
         self.gate.accept(float(obs.price), obs.timestamp_ns)
         self._raise_flags(result, obs.timestamp_ns)
         self.last_result = result
+        self.accepted_ticks += 1
+        if self.checkpoint_every and self.accepted_ticks % self.checkpoint_every == 0:
+            self._checkpoint()
         return result
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def _host_record(self) -> dict:
+        """The host-side fields a restored predictor needs, as plain values (copied now)."""
+        gate = {name: getattr(self.gate, name) for name in _GATE_FIELDS}
+        return {
+            "gate": gate,
+            "edges": asdict(self._edges),
+            "events": [[e.timestamp_ns, e.latency_ns, e.threshold_ns] for e in self.events],
+            "dumps": [str(path) for path in self.dumps],
+            "accepted_ticks": self.accepted_ticks,
+            "dropped_ticks": self.dropped_ticks,
+        }
+
+    def _capture(self) -> snap.Capture:
+        return self.functional.capture(self.state, self.last_result, self._host_record())
+
+    def _snapshot_writer(self) -> snap.SnapshotWriter:
+        if self._writer is None:
+            self._writer = snap.SnapshotWriter()
+        return self._writer
+
+    def save_snapshot(self, path: str | Path, *, wait: bool = False) -> Future:
+        """Snapshot the whole predictor to ``path``. The device→host copy happens here; encoding,
+        SHA-256 and the atomic write run on a background thread. Returns a ``Future`` of the
+        status dict (``path, ok, bytes, sha256, seconds``, ``error`` on failure); ``wait=True``
+        blocks until the file is durable."""
+        future = self._snapshot_writer().submit(path, self._capture())
+        if wait:
+            future.result()
+        return future
+
+    def _checkpoint(self) -> None:
+        writer = self._snapshot_writer()
+        if writer.busy:
+            self.checkpoints_skipped += 1
+            return
+        directory, keep = self.checkpoint_dir, self.checkpoint_keep
+        writer.submit(
+            snap.checkpoint_path(directory, self.accepted_ticks),
+            self._capture(),
+            after=lambda _: snap.prune_checkpoints(directory, keep),
+        )
+
+    def graceful_shutdown(self) -> list[dict]:
+        """Wait for every pending snapshot write; returns their status dicts."""
+        writer, self._writer = self._writer, None
+        return [] if writer is None else writer.graceful_shutdown()
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        path: str | Path,
+        *,
+        functional: FunctionalPredictor | None = None,
+        **kwargs,
+    ) -> UniversalPredictor:
+        """A predictor restored from a snapshot file: its next predictions are bit-identical
+        to those the snapshotted predictor would have made. ``kwargs`` are the constructor's
+        host-side options (``clock``, ``emergency_dump_dir``, ``on_event``, checkpoints);
+        ``functional`` shares a compiled predictor, whose config must be the snapshot's.
+        Raises ``IntegrityError`` for a file that does not verify."""
+        payload = snap.read_snapshot(path)
+        if functional is None:
+            config = snap.config_from_payload(payload, str(path))
+            functional = FunctionalPredictor(config, learn_tau=payload["learn_tau"])
+        predictor = cls(functional=functional, **kwargs)
+        predictor._restore(payload, str(path))
+        return predictor
+
+    def load_snapshot(self, path: str | Path) -> None:
+        """Replace this predictor's state by a snapshot's; ``IntegrityError`` (and nothing
+        changed) unless the file verifies and was taken with this predictor's config."""
+        self._restore(snap.read_snapshot(path), str(path))
+
+    def _restore(self, payload: dict, source: str) -> None:
+        if payload["n_assets"] is not None or payload["host"] is None:
+            raise IntegrityError(f"{source}: a FunctionalPredictor state, not a predictor")
+        tree = self.functional.decode_snapshot(payload, source)
+        host = snap.expect_fields(payload["host"], _HOST_FIELDS, f"{source}: host")
+        gate = snap.expect_fields(host["gate"], _GATE_FIELDS, f"{source}: gate")
+        edges = snap.expect_fields(
+            host["edges"], {f: (bool,) for f in asdict(_FlagEdges())}, f"{source}: edges"
+        )
+        events = [snap.expect_int_list(e, 3, f"{source}: event") for e in host["events"]]
+        if not all(isinstance(d, str) for d in host["dumps"]):
+            raise IntegrityError(f"{source}: dump paths must be strings")
+        # Everything verified: only now is this predictor changed.
+        self.state, self.last_result = tree["state"], tree["last_result"]
+        self.gate = TickGate(self.config, **gate)
+        self._edges = _FlagEdges(**edges)
+        self.events = [NormalOperationRestoredEvent(*e) for e in events]
+        self.dumps = [Path(d) for d in host["dumps"]]
+        self.accepted_ticks, self.dropped_ticks = host["accepted_ticks"], host["dropped_ticks"]
 
     def _freeze(self, obs: MarketObservation) -> bool:
         stale = False

@@ -38,3 +38,13 @@ class Backtest:
     "directional_accuracy", ...}, plus "usp" calibration entries such as "coverage_90"."""
     timestamps: np.ndarray | None = None
     """(T,) optional calendar positions of the targets (years, dates) for plots."""
+    fold: np.ndarray | None = None
+    """(T,) int: the walk-forward fold (training window) each row's forecast came from."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Model name -> wall seconds spent producing its forecasts in this run ("usp" includes
+    compilation, cold starts and refits of every fold)."""
+    settings: dict[str, object] = field(default_factory=dict)
+    """How the run was laid out and what it cost: train_size, test_size, n_folds, first_target,
+    last_target, usp_ticks (predictor ticks run, training included), usp_refit_seconds (part of
+    seconds["usp"]), and per-baseline details (ewma_smoothing per fold, garch_fits,
+    garch_not_converged, garch_on_log_returns)."""

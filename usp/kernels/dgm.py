@@ -82,10 +82,14 @@ class DGMNet(eqx.Module):
             )
         sizes = [2] + [width] * depth + ["scalar"]
         keys = jax.random.split(key, depth + 1)
-        self.layers = tuple(
-            eqx.nn.Linear(n_in, n_out, key=k)
+        # Initial weights drawn in float32 and widened: the same key then gives the same
+        # network in a float32 and a float64 run (JAX's float64 draws use other bits).
+        dtype = jnp.result_type(float)
+        layers = (
+            eqx.nn.Linear(n_in, n_out, dtype=jnp.float32, key=k)
             for n_in, n_out, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
         )
+        self.layers = tuple(jax.tree.map(lambda w: w.astype(dtype), layer) for layer in layers)
         self.t_final = float(t_final)
         self.x_lo = float(x_lo)
         self.x_hi = float(x_hi)
@@ -114,6 +118,15 @@ class PDEProblem(eqx.Module):
     x_hi: float = eqx.field(static=True)
 
 
+def uniform_points(
+    key: PRNGKey, n: int, lo: ScalarLike = 0.0, hi: ScalarLike = 1.0
+) -> Float[Array, " n"]:
+    """n points uniform on [lo, hi), drawn in float32 and widened, so that a float32 and a
+    float64 run train on the same points (JAX's float64 draws use other bits of the key)."""
+    u = jax.random.uniform(key, (n,), jnp.float32).astype(jnp.result_type(float))
+    return lo + (hi - lo) * u
+
+
 class LossTerms(NamedTuple):
     """Mean squared residuals of the PDE, the terminal condition and the boundary condition."""
 
@@ -130,19 +143,19 @@ def dgm_loss_terms(
     lo, hi, t_final = problem.x_lo, problem.x_hi, problem.t_final
     jets = jax.vmap(lambda t, x: jet(net, t, x))
 
-    t = jax.random.uniform(k_t, (batch_size,), maxval=t_final)
-    x = jax.random.uniform(k_x, (batch_size,), minval=lo, maxval=hi)
+    t = uniform_points(k_t, batch_size, 0.0, t_final)
+    x = uniform_points(k_x, batch_size, lo, hi)
     interior = jets(t, x)
     pde = interior.v_t + jax.vmap(problem.hamiltonian, (0, 0, 0, None))(t, x, interior, args)
 
-    x_terminal = jax.random.uniform(k_terminal, (batch_size,), minval=lo, maxval=hi)
+    x_terminal = uniform_points(k_terminal, batch_size, lo, hi)
     t_terminal = jnp.full((batch_size,), t_final)
     mismatch = jax.vmap(net)(t_terminal, x_terminal) - jax.vmap(problem.terminal, (0, None))(
         x_terminal, args
     )
 
-    t_side = jax.random.uniform(k_side_t, (batch_size,), maxval=t_final)
-    x_side = jnp.where(jax.random.bernoulli(k_side, 0.5, (batch_size,)), lo, hi)
+    t_side = uniform_points(k_side_t, batch_size, 0.0, t_final)
+    x_side = jnp.where(uniform_points(k_side, batch_size) < 0.5, lo, hi)
     side = jax.vmap(problem.boundary, (0, 0, 0, None))(t_side, x_side, jets(t_side, x_side), args)
 
     return LossTerms(jnp.mean(pde**2), jnp.mean(mismatch**2), jnp.mean(side**2))

@@ -31,9 +31,13 @@ def standard_stable_s1(
     """Draws of S1(α, β, 1, 0) by Chambers–Mallows–Stuck, including the α = 1 branch."""
     key_v, key_w = jax.random.split(key)
     half_pi = jnp.pi / 2
-    v = jax.random.uniform(key_v, shape, minval=-half_pi, maxval=half_pi)
+    # The uniforms are drawn in float32 and widened: JAX's float64 draws use other bits of the
+    # key, and a float32 run must see the same variates as a float64 run to agree with it.
+    dtype = jnp.result_type(float)
+    u_v, u_w = (jax.random.uniform(k, shape, jnp.float32).astype(dtype) for k in (key_v, key_w))
+    v = half_pi * (2.0 * u_v - 1.0)
     # Exp(1) via -log(1 - U) with U in [0, 1); W = 0 would divide by zero below.
-    w = -jnp.log1p(-jax.random.uniform(key_w, shape))
+    w = -jnp.log1p(-u_w)
     w = jnp.maximum(w, jnp.finfo(w.dtype).tiny)
 
     def general(alpha):
@@ -109,7 +113,8 @@ class StableParams(eqx.Module):
         return jnp.where(self.alpha > 1.0, mu1, jnp.nan)
 
 
-_ECF_GRID = jnp.pi * jnp.arange(1, 11) / 25.0  # Koutrouvelis' u_k = πk/25
+ECF_POINTS = 10
+"""Koutrouvelis' grid u_k = πk/25, k = 1..10."""
 
 
 def _least_squares(design: Float[Array, "k p"], target: Float[Array, " k"]) -> Float[Array, " p"]:
@@ -118,7 +123,9 @@ def _least_squares(design: Float[Array, "k p"], target: Float[Array, " k"]) -> F
 
 def _ecf_regression(z: Float[Array, " n"], mask: Bool[Array, " n"]) -> tuple[Scalar, ...]:
     """One Koutrouvelis pass on roughly standard data: (α, β, σ, μ0)."""
-    u = _ECF_GRID
+    # Built here, in the data's dtype: a module-level jnp array would start a JAX backend at
+    # import and freeze its dtype before the user chooses float32 or float64.
+    u = jnp.pi * jnp.arange(1, ECF_POINTS + 1, dtype=z.dtype) / 25.0
     weights = mask / jnp.maximum(mask.sum(), 1)
     phase = u[:, None] * jnp.where(mask, z, 0.0)[None, :]
     ecf = (weights * jnp.exp(1j * phase)).sum(axis=1)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.fft
-from jaxtyping import Array, Bool, Complex, Float, Int, UInt64
+from jaxtyping import Array, Bool, Complex, Float, Int, UInt32
 
 from usp._types import Flag, Scalar, Signal
 from usp.api.config import PredictorConfig
@@ -190,18 +190,19 @@ def modulus_maxima(modulus: Float[Array, "s n"]) -> Bool[Array, "s n"]:
     return jnp.concatenate([edge, inner, edge], axis=1)
 
 
-WORD_BITS = 64
+WORD_BITS = 32
+"""32-bit words: JAX has 64-bit integers only with x64 enabled, and float32 runs must agree."""
 
 
-def pack_bits(marked: Bool[Array, " n"]) -> UInt64[Array, " w"]:
-    """Bit j of word k is marked[64 k + j] (zero beyond n)."""
+def pack_bits(marked: Bool[Array, " n"]) -> UInt32[Array, " w"]:
+    """Bit j of word k is marked[32 k + j] (zero beyond n)."""
     n = marked.shape[0]
     n_words = -(-n // WORD_BITS)
     padded = jnp.zeros(n_words * WORD_BITS, bool).at[:n].set(marked)
-    bit = jnp.left_shift(jnp.uint64(1), jnp.arange(WORD_BITS, dtype=jnp.uint64))
+    bit = jnp.left_shift(jnp.uint32(1), jnp.arange(WORD_BITS, dtype=jnp.uint32))
     # Distinct powers of two: their sum is their bitwise or.
-    chosen = jnp.where(padded.reshape(n_words, WORD_BITS), bit, jnp.uint64(0))
-    return jnp.sum(chosen, axis=1, dtype=jnp.uint64)
+    chosen = jnp.where(padded.reshape(n_words, WORD_BITS), bit, jnp.uint32(0))
+    return jnp.sum(chosen, axis=1, dtype=jnp.uint32)
 
 
 def nearest_marked(marked: Bool[Array, " n"]) -> Int[Array, " n"]:
@@ -216,9 +217,9 @@ def nearest_marked(marked: Bool[Array, " n"]) -> Int[Array, " n"]:
     words = pack_bits(marked)[:, None]
     word = jnp.arange(words.shape[0])[:, None]
     position = jnp.arange(n)
-    own_word, bit = position // WORD_BITS, (position % WORD_BITS).astype(jnp.uint64)
-    one, every, no = jnp.uint64(1), ~jnp.uint64(0), jnp.uint64(0)
-    up_to_bit = jnp.left_shift(jnp.uint64(2), bit) - one  # wraps to every bit when bit = 63
+    own_word, bit = position // WORD_BITS, (position % WORD_BITS).astype(jnp.uint32)
+    one, every, no = jnp.uint32(1), ~jnp.uint32(0), jnp.uint32(0)
+    up_to_bit = jnp.left_shift(jnp.uint32(2), bit) - one  # wraps to every bit when bit = 31
     from_bit = ~(jnp.left_shift(one, bit) - one)
     below = words & jnp.where(word < own_word, every, jnp.where(word == own_word, up_to_bit, no))
     above = words & jnp.where(word > own_word, every, jnp.where(word == own_word, from_bit, no))

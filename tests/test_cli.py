@@ -1,0 +1,235 @@
+"""The ``usp`` command: one-line errors, and a backtest whose report and metrics are complete.
+
+The backtest uses the same layout as tests/test_eval.py (default config, two folds of 32
+targets after a 128-value training window), so in one pytest process the walk-forward
+program compiles once for both files.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from usp.api import PredictorConfig
+from usp.cli import load_config, main
+from usp.eval.report import FIGURES, MODEL_ORDER, json_clean
+
+TRAIN, TEST = PredictorConfig().wtmm_buffer_size, 32
+LAYOUT = ["--train-size", str(TRAIN), "--test-size", str(TEST), "--no-progress", "--no-cache"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_csv(path: Path, values, header: str = "t,price") -> Path:
+    rows = "".join(f"{i},{v}\n" for i, v in enumerate(values))
+    path.write_text(f"{header}\n{rows}")
+    return path
+
+
+def price_path(n: int, seed: int = 3) -> np.ndarray:
+    return 100.0 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0.0, 0.01, n)))
+
+
+def one_error_line(capsys) -> str:
+    """The single stderr line of a failed command (and nothing on stdout)."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("usp: error: ")
+    assert captured.out == ""
+    return lines[0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def private_cache_dir(tmp_path_factory):
+    """Every command here runs with --no-cache; should one not, its compiled programs go to a
+    temporary directory, never to the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("USP_CACHE_DIR", str(tmp_path_factory.mktemp("jax-cache")))
+        yield
+
+
+@pytest.fixture
+def series_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "gbm.csv", price_path(TRAIN + 1 + 2 * TEST))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["backtest", "missing.csv"], "missing.csv: no such file"),
+        (["backtest", "--dataset", "nope"], "unknown series 'nope'; available: "),
+        (["backtest"], "give a CSV FILE or --dataset NAME"),
+        (["backtest", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["tune", "--dataset", "ou"], "the following arguments are required: --trials"),
+        (["tune", "--dataset", "ou", "--trials", "0"], "--trials must be at least 1"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["demo", "--dataset", "nope"], "unknown series 'nope'"),
+        (["demo", "--dataset", "nile"], "walk-forward needs more than train_size + 1 = 257"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, message):
+    assert main([*argv, "--no-cache"] if argv[0] in ("backtest", "demo") else argv) == 2
+    assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "message"),
+    [
+        ("t,price\n0,1\n1,oops\n", [], "bad.csv:3: column 'price' is not a number"),
+        ("t,price\n0,1\n", ["--column", "close"], "no column 'close'; columns are ['t', 'price']"),
+        ("price\n1\n2\n", [], "expected a header with an index column and a value column"),
+        ("t,price\n" + "".join(f"{i},{i}\n" for i in range(1, 51)), [], "got 50"),
+        (
+            "t,price\n0,1\n1,nan\n" + "".join(f"{i},1\n" for i in range(2, 300)),
+            [],
+            "non-finite values at positions [1]",
+        ),
+        ("t,price\n0,1\n1,2\n2,-0.5\n", [], "1 value(s) <= 0, first -0.5 at position 2"),
+    ],
+    ids=["not-a-number", "missing-column", "no-index-column", "too-short", "nan", "negative"],
+)
+def test_bad_csv_is_one_line(tmp_path, capsys, text, extra, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    assert main(["backtest", str(path), *extra, "--no-cache"]) == 2
+    assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("unknown.json", '{"depth": 3}', "unknown field(s) ['depth']"),
+        ("range.json", '{"cusum_h": -1.0}', "PredictorConfig.cusum_h = -1.0 is outside"),
+        ("type.toml", 'wtmm_buffer_size = "big"', "wtmm_buffer_size must be int"),
+        ("broken.json", '{"cusum_h": ', "broken.json: not valid json"),
+        ("broken.toml", "cusum_h = = 2", "broken.toml: not valid toml"),
+        ("list.json", "[1, 2]", "expected a mapping of PredictorConfig fields"),
+        ("absent.json", None, "absent.json: no such config file"),
+    ],
+)
+def test_bad_config_is_one_line(tmp_path, capsys, series_csv, name, text, message):
+    config = tmp_path / name
+    if text is not None:
+        config.write_text(text)
+    assert main(["backtest", str(series_csv), "--config", str(config), "--no-cache"]) == 2
+    assert message in one_error_line(capsys)
+    assert main(["bench", "--config", str(config), "--no-cache"]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_config_files_map_to_predictor_config(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("cusum_h = 4.0\nlog_sig_depth = 2\n")
+    assert load_config(str(toml)) == PredictorConfig(cusum_h=4.0, log_sig_depth=2)
+    as_json = tmp_path / "c.json"
+    as_json.write_text(json.dumps(PredictorConfig(jko_tau=0.25).to_dict()))
+    assert load_config(str(as_json)) == PredictorConfig(jko_tau=0.25)
+    assert load_config(None) == PredictorConfig()
+
+
+def test_json_clean_makes_strict_json():
+    clean = json_clean({"a": np.float64("nan"), "b": [np.inf, np.int64(3)], "c": np.bool_(True)})
+    assert clean == {"a": None, "b": [None, 3], "c": True}
+    json.dumps(clean, allow_nan=False)
+
+
+@pytest.fixture(scope="module")
+def backtest_run(tmp_path_factory):
+    """`usp tune --trials 1` on a CSV series (its first trial is the base config, enqueued),
+    then `usp backtest --config` with the JSON it wrote: stdout of both, the report folder."""
+    directory = tmp_path_factory.mktemp("cli")
+    path = write_csv(directory / "gbm.csv", price_path(TRAIN + 1 + 2 * TEST))
+    tuned, report = directory / "tuned.json", directory / "report"
+    with _Capture() as tune_out:
+        assert main(["tune", str(path), "--trials", "1", "--out", str(tuned), *LAYOUT]) == 0
+    argv = ["backtest", str(path), "--config", str(tuned), "--report", str(report), *LAYOUT]
+    with _Capture() as backtest_out:
+        code = main(argv)
+    return code, backtest_out.out, report, tune_out.out, tuned
+
+
+class _Capture:
+    """stdout of a block (capsys is function-scoped; the commands run once per module)."""
+
+    def __enter__(self):
+        import io
+
+        self._old, self._buffer = sys.stdout, io.StringIO()
+        sys.stdout = self._buffer
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout = self._old
+        self.out = self._buffer.getvalue()
+
+
+def test_backtest_prints_the_metrics_table(backtest_run):
+    code, out, *_ = backtest_run
+    assert code == 0
+    assert f"gbm: {2 * TEST} one-step forecasts, no look-ahead" in out
+    for label in ("usp (blend)", "random walk", "EWMA", "AR(1)", "AR-GARCH", "A Lévy", "D sig"):
+        assert label in out
+    assert "usp interval coverage (nominal → observed): 50% →" in out
+
+
+def test_backtest_writes_a_complete_report(backtest_run):
+    _, _, report, *_ = backtest_run
+    for name in FIGURES:
+        png = report / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5_000, name
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["name"] == "gbm" and metrics["forecasts"] == 2 * TEST
+    assert metrics["first_index"] == TRAIN + 1 and metrics["last_index"] == TRAIN + 2 * TEST
+    assert set(metrics["metrics"]) == set(MODEL_ORDER)
+    usp = metrics["metrics"]["usp"]
+    for key in ("rmse", "mae", "rmse_over_naive", "directional_accuracy", "coverage_90"):
+        assert isinstance(usp[key], float), key
+    assert metrics["metrics"]["naive"]["rmse_over_naive"] == 1.0
+    assert 0.0 <= usp["coverage_50"] <= usp["coverage_90"] <= 1.0
+    assert metrics["config"] == PredictorConfig().to_dict()
+    assert {"emergency_mode_share", "regime_changes"} <= set(metrics["flags"])
+    markdown = (report / "report.md").read_text()
+    assert all(f"({name}.png)" in markdown for name in FIGURES)
+    assert "| usp (blend) |" in markdown
+    page = (report / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,iVBOR") == len(FIGURES)  # self-contained
+    assert "<th>usp (blend)</th>" in page
+
+
+def test_tuned_config_round_trips_through_backtest(backtest_run):
+    """The JSON `usp tune` writes is a config `--config` reads; the backtest run with it
+    scores the usp forecasts exactly as the tuning trial did."""
+    _, _, report, tune_out, tuned = backtest_run
+    assert "gbm: 1 trials (TPE, seed 0), best first" in tune_out
+    assert load_config(str(tuned)) == PredictorConfig()
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["config"] == json.loads(tuned.read_text())
+    trial_rmse = float(tune_out.splitlines()[2].split()[1])
+    assert trial_rmse == pytest.approx(metrics["metrics"]["usp"]["rmse"], rel=1e-4)  # 5 digits
+
+
+def test_console_script_reports_errors_in_one_line(tmp_path):
+    """The installed `usp` entry point (a fresh process): exit status 2, one stderr line."""
+    script = Path(sys.executable).with_name("usp")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "usp.cli"]
+    done = subprocess.run(
+        [*command, "backtest", str(tmp_path / "absent.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"usp: error: {tmp_path / 'absent.csv'}: no such file"
+    ]
+    listed = subprocess.run([*command, "datasets"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and {"nile", "ou", "sp500"} <= set(listed.stdout.split())
+
+
+def test_missing_optional_dependency_is_one_line(monkeypatch, capsys, series_csv):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now raises ImportError
+    assert main(["tune", str(series_csv), "--trials", "1", *LAYOUT]) == 2
+    assert "install it to use `usp tune`" in one_error_line(capsys)

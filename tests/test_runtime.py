@@ -1,0 +1,140 @@
+"""OPS-3/OPS-4 helpers: XLA memory defaults applied by ``import usp`` (a user's values win), the
+compilation cache switch, compile counting, and the pytree digest used by the determinism test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from usp import _env
+from usp.api.runtime import (
+    count_compilations,
+    default_cache_dir,
+    enable_compilation_cache,
+    tree_digest,
+    warm_up,
+)
+
+MEMORY_VARIABLES = (*_env.XLA_MEMORY_DEFAULTS, *_env.DEPRECATED_ALIASES.values())
+
+PROBE = """
+import json, os
+import usp
+from usp import _env
+names = json.loads(os.environ["PROBE_NAMES"])
+print(json.dumps({"env": {n: os.environ.get(n) for n in names},
+                  "backend_started": _env._backend_started()}))
+"""
+
+
+def test_import_usp_in_a_fresh_process_sets_the_memory_defaults_and_starts_no_backend():
+    env = {k: v for k, v in os.environ.items() if k not in MEMORY_VARIABLES}
+    env["PROBE_NAMES"] = json.dumps(MEMORY_VARIABLES)
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"  # the user's own choice
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+    assert probe["env"]["XLA_CLIENT_MEM_FRACTION"] == "0.5"
+    assert probe["env"]["XLA_PYTHON_CLIENT_ALLOCATOR"] == "bfc"
+    assert probe["env"]["XLA_PYTHON_CLIENT_MEM_FRACTION"] is None
+    # `import usp` creates no array: XLA_FLAGS and memory settings made after it still apply.
+    assert probe["backend_started"] is False
+
+
+@pytest.fixture
+def clean_memory_env(monkeypatch):
+    for name in MEMORY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(_env, "_backend_started", lambda: False)
+    return monkeypatch
+
+
+def test_defaults_fill_only_what_is_unset(clean_memory_env):
+    clean_memory_env.setenv("XLA_PYTHON_CLIENT_ALLOCATOR", "platform")
+    applied = _env.apply_xla_memory_defaults()
+    assert applied == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_CLIENT_MEM_FRACTION": "0.5"}
+    assert os.environ["XLA_PYTHON_CLIENT_ALLOCATOR"] == "platform"
+    assert _env.apply_xla_memory_defaults() == {}  # idempotent
+
+
+def test_the_deprecated_fraction_name_blocks_the_new_default(clean_memory_env):
+    # jaxlib raises when both names are set, so the user's old name must stop the default.
+    clean_memory_env.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.3")
+    applied = _env.apply_xla_memory_defaults()
+    assert "XLA_CLIENT_MEM_FRACTION" not in applied
+    assert "XLA_CLIENT_MEM_FRACTION" not in os.environ
+
+
+def test_late_settings_warn(clean_memory_env):
+    clean_memory_env.setattr(_env, "_backend_started", lambda: True)
+    with pytest.warns(RuntimeWarning, match="apply only to new processes"):
+        _env.apply_xla_memory_defaults()
+
+
+def test_cache_dir_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("USP_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("USP_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "usp" / "jax"
+
+
+def test_enable_compilation_cache_writes_compiled_programs(tmp_path):
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    saved = {name: getattr(jax.config, name) for name in names}
+    try:
+        directory = enable_compilation_cache(tmp_path / "cache")
+        assert directory == (tmp_path / "cache").resolve() and directory.is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(directory)
+        with count_compilations() as count:
+            jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.0)(jnp.arange(7.0)).block_until_ready()
+        assert count.compiled >= 1
+        assert any(directory.iterdir())
+    finally:
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
+
+
+def test_count_compilations_sees_a_compile_and_then_none():
+    fn = jax.jit(lambda x: jnp.cos(x) - 2.0 * x)
+    with count_compilations() as first:
+        fn(jnp.ones(5)).block_until_ready()
+    with count_compilations() as second:
+        fn(jnp.ones(5)).block_until_ready()
+    assert first.compiled >= 1 and first.seconds > 0
+    assert second.executables == 0 and second.compiled == 0
+
+
+def test_tree_digest_sees_every_bit_dtype_and_key():
+    tree = {"x": jnp.linspace(0.0, 1.0, 5), "n": jnp.arange(3), "key": jax.random.key(0)}
+    assert tree_digest(tree) == tree_digest(jax.tree.map(lambda leaf: leaf, tree))
+    nudged = dict(tree, x=tree["x"].at[2].set(np.nextafter(0.5, 1.0)))
+    assert tree_digest(nudged) != tree_digest(tree)
+    assert tree_digest(dict(tree, key=jax.random.key(1))) != tree_digest(tree)
+    assert tree_digest(dict(tree, n=tree["n"].astype(jnp.int16))) != tree_digest(tree)
+    assert tree_digest(jnp.asarray(-0.0)) != tree_digest(jnp.asarray(0.0))
+
+
+def test_warm_up_refuses_empty_batches():
+    from usp.api.predictor import FunctionalPredictor
+
+    with pytest.raises(ValueError, match="batch sizes must be >= 1"):
+        warm_up(FunctionalPredictor(), n_assets=(64, 0))

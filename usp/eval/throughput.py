@@ -1,0 +1,120 @@
+"""How fast the installed predictor is on this machine: what ``usp bench`` prints.
+
+    >>> from usp.eval.throughput import measure_throughput
+    >>> figures = measure_throughput(quick=True)
+
+Figures (float64 unless JAX is told otherwise, default or given ``PredictorConfig``):
+
+- ``first_fit_s``: ``UniversalPredictor.fit_history`` on a seeded random walk in this process,
+  compilation of the step, the scan and every branch's fit included: the start-up cost.
+- ``step_p50_ms`` / ``step_p99_ms``: per-tick wall time of the jitted single-asset
+  ``FunctionalPredictor.step``, state carried over, ``.block_until_ready()`` on the forecast.
+- ``asset_steps_per_s_N``: N / median wall time of one ``step_batch`` tick over N assets.
+
+The benchmark ``benchmarks/bench_step.py`` measures the same things against peers and in more
+detail; this is the short figure a user checks an installation with.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from usp.api.config import PredictorConfig
+from usp.api.predictor import UniversalPredictor
+from usp.api.types import MarketObservation
+
+INCREMENT_STD = 0.1
+TICK_NS = 1_000_000
+
+
+def _random_walk(rng: np.random.Generator, start: float, n: int) -> np.ndarray:
+    return start + np.cumsum(rng.normal(0.0, INCREMENT_STD, n))
+
+
+def _per_call_seconds(fn: Callable[[int], object], n: int, warmup: int = 3) -> np.ndarray:
+    """Wall time of each of ``n`` calls of ``fn(i)`` after ``warmup`` untimed calls."""
+    for i in range(warmup):
+        fn(i)
+    times = np.empty(n)
+    for i in range(n):
+        start = time.perf_counter()
+        fn(warmup + i)
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def measure_throughput(
+    config: PredictorConfig | None = None,
+    *,
+    quick: bool = False,
+    history_length: int = 300,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, float | int | str]:
+    """Latency percentiles of one asset's step and batched asset-steps per second."""
+    config = PredictorConfig() if config is None else config
+    report = progress or (lambda stage: None)
+    n_ticks = 200 if quick else 2000
+    batch_sizes = (64,) if quick else (64, 1024)
+    repeats = 5 if quick else 21
+    rng = np.random.default_rng(0)
+    history = _random_walk(rng, 100.0, max(history_length, config.wtmm_buffer_size))
+
+    report("fit_history (compiles the step and every branch's fit)")
+    predictor = UniversalPredictor(config, clock=None)
+    start = time.perf_counter()
+    predictor.fit_history(history)
+    first_fit_s = time.perf_counter() - start
+    fitted, fp = predictor.state, predictor.functional
+
+    report(f"single asset: {n_ticks} ticks")
+    prices = _random_walk(rng, float(history[-1]), n_ticks + 10)
+    carried = {"state": fitted}
+
+    def tick(i: int) -> None:
+        price = float(prices[i])
+        carried["state"], result = fp.step(
+            carried["state"], MarketObservation(price, price, (i + 1) * TICK_NS)
+        )
+        result.predicted_next.block_until_ready()
+
+    step_times = _per_call_seconds(tick, n_ticks)
+    figures: dict[str, float | int | str] = {
+        "device": str(jax.devices()[0]).replace(" ", ""),
+        "dtype": str(fitted.buffer.dtype),
+        "first_fit_s": first_fit_s,
+        "step_p50_ms": float(np.percentile(step_times, 50) * 1e3),
+        "step_p99_ms": float(np.percentile(step_times, 99) * 1e3),
+        "ticks_timed": n_ticks,
+    }
+    for n_assets in batch_sizes:
+        report(f"batch of {n_assets} assets (compiles step_batch for this size)")
+        states = jax.tree.map(lambda x, n=n_assets: jnp.broadcast_to(x, (n, *x.shape)), fitted)
+        moves = np.cumsum(rng.normal(0.0, INCREMENT_STD, (repeats + 1, n_assets)), axis=0)
+        batches = [jnp.asarray(float(history[-1]) + m) for m in moves]
+        states, results, _ = fp.step_batch(states, batches[0], batches[0])  # compile
+        results.predicted_next.block_until_ready()
+        times = []
+        for batch in batches[1:]:
+            start = time.perf_counter()
+            states, results, _ = fp.step_batch(states, batch, batch)
+            results.predicted_next.block_until_ready()
+            times.append(time.perf_counter() - start)
+        figures[f"asset_steps_per_s_{n_assets}"] = n_assets / statistics.median(times)
+    return figures
+
+
+def throughput_table(figures: dict[str, float | int | str]) -> str:
+    """The figures, one per line, aligned."""
+    width = max(len(name) for name in figures)
+    return "\n".join(
+        f"  {name:<{width}}  {value:.4g}"
+        if isinstance(value, float)
+        else f"  {name:<{width}}  {value}"
+        for name, value in figures.items()
+    )
