@@ -37,7 +37,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import jax
 
@@ -50,10 +49,10 @@ from usp.api import PredictorConfig  # noqa: E402
 from usp.api.predictor import FunctionalPredictor, UniversalPredictor  # noqa: E402
 from usp.api.types import MarketObservation  # noqa: E402
 from usp.core.step import _learned_tau, jko_step_from_config  # noqa: E402
+from usp.eval.throughput import INCREMENT_STD, per_call_seconds, random_walk  # noqa: E402
 from usp.kernels.wtmm import holder_exponent, prepare_buffer  # noqa: E402
 
 HISTORY_LENGTH = 300
-INCREMENT_STD = 0.1
 TICK_NS = 1_000_000
 """1 ms between ticks: well inside the Nyquist interval, so the gate never freezes."""
 BATCH_SIZES = (1, 64, 1024)
@@ -82,23 +81,6 @@ class Sections:
 
     def total(self) -> float:
         return time.perf_counter() - self.start
-
-
-def random_walk(rng: np.random.Generator, start: float, n: int) -> np.ndarray:
-    return start + np.cumsum(rng.normal(0.0, INCREMENT_STD, n))
-
-
-def per_call_seconds(fn: Callable[[int], object], n: int, warmup: int = 5) -> np.ndarray:
-    """Wall time of each of ``n`` calls ``fn(i)``, i = warmup, ..., after ``warmup`` untimed
-    calls (i = 0, ..., warmup - 1): every call gets a fresh index (a fresh tick)."""
-    for i in range(warmup):
-        fn(i)
-    times = np.empty(n)
-    for i in range(n):
-        start = time.perf_counter()
-        fn(warmup + i)
-        times[i] = time.perf_counter() - start
-    return times
 
 
 def percentiles_ms(times: np.ndarray) -> tuple[float, float]:

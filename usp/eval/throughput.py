@@ -33,12 +33,14 @@ INCREMENT_STD = 0.1
 TICK_NS = 1_000_000
 
 
-def _random_walk(rng: np.random.Generator, start: float, n: int) -> np.ndarray:
+def random_walk(rng: np.random.Generator, start: float, n: int) -> np.ndarray:
+    """A Gaussian random walk of ``n`` prices from ``start`` (increments of INCREMENT_STD)."""
     return start + np.cumsum(rng.normal(0.0, INCREMENT_STD, n))
 
 
-def _per_call_seconds(fn: Callable[[int], object], n: int, warmup: int = 3) -> np.ndarray:
-    """Wall time of each of ``n`` calls of ``fn(i)`` after ``warmup`` untimed calls."""
+def per_call_seconds(fn: Callable[[int], object], n: int, warmup: int = 5) -> np.ndarray:
+    """Wall time of each of ``n`` calls ``fn(i)``, i = warmup, ..., after ``warmup`` untimed
+    calls (i = 0, ..., warmup - 1): every call gets a fresh index (a fresh tick)."""
     for i in range(warmup):
         fn(i)
     times = np.empty(n)
@@ -63,7 +65,7 @@ def measure_throughput(
     batch_sizes = (64,) if quick else (64, 1024)
     repeats = 5 if quick else 21
     rng = np.random.default_rng(0)
-    history = _random_walk(rng, 100.0, max(history_length, config.wtmm_buffer_size))
+    history = random_walk(rng, 100.0, max(history_length, config.wtmm_buffer_size))
 
     report("fit_history (compiles the step and every branch's fit)")
     predictor = UniversalPredictor(config, clock=None)
@@ -73,7 +75,7 @@ def measure_throughput(
     fitted, fp = predictor.state, predictor.functional
 
     report(f"single asset: {n_ticks} ticks")
-    prices = _random_walk(rng, float(history[-1]), n_ticks + 10)
+    prices = random_walk(rng, float(history[-1]), n_ticks + 10)
     carried = {"state": fitted}
 
     def tick(i: int) -> None:
@@ -83,7 +85,7 @@ def measure_throughput(
         )
         result.predicted_next.block_until_ready()
 
-    step_times = _per_call_seconds(tick, n_ticks)
+    step_times = per_call_seconds(tick, n_ticks)
     figures: dict[str, float | int | str] = {
         "device": str(jax.devices()[0]).replace(" ", ""),
         "dtype": str(fitted.buffer.dtype),
