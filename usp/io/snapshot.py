@@ -158,7 +158,10 @@ def _leaf_bytes(leaf: jax.Array) -> jax.Array:
         leaf = jax.random.key_data(leaf)
     if leaf.dtype == jnp.bool_:
         return leaf.astype(jnp.uint8).ravel()  # bitcast refuses bool; 0/1 either way
-    return jax.lax.bitcast_convert_type(leaf, jnp.uint8).ravel()
+    raw = jax.lax.bitcast_convert_type(leaf, jnp.uint8)  # (..., itemsize) for wide types
+    if sys.byteorder == "big" and raw.ndim > leaf.ndim:  # the file is little-endian
+        raw = raw[..., ::-1]
+    return raw.ravel()
 
 
 @jax.jit
@@ -198,8 +201,6 @@ _TABLES: dict[Any, list[list[Any]]] = {}
 
 def to_host(tree: Any) -> HostTree:
     """Copy a pytree of arrays to host memory, blocking until it is computed (caller side)."""
-    if sys.byteorder != "little":  # the table promises little-endian bytes
-        raise NotImplementedError("snapshots are written on little-endian hosts only")
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     signature = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
     table = _TABLES.get(signature)
