@@ -28,7 +28,6 @@ from _timing import median_seconds, report  # noqa: E402
 
 from usp.kernels.wtmm import (  # noqa: E402
     CWT,
-    MaximaLines,
     WTMMEstimator,
     dyadic_scales,
     holder_exponent,
@@ -47,28 +46,12 @@ def fbm(n: int, hurst: float, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(noise)])
 
 
-def dense_link_maxima_lines(modulus, candidates, scales, cone_c: float) -> MaximaLines:
-    """The spec's linking: an N x N distance matrix per scale picks each maximum's parent."""
-    n = modulus.shape[1]
+def dense_nearest_marked(marked):
+    """The spec's parent search: an N x N distance matrix, argmin over marked columns."""
+    n = marked.shape[0]
     position = jnp.arange(n)
     distance = jnp.abs(position[:, None] - position[None, :])
-
-    def one_scale(below, inputs):
-        alive_below, sup_below, origin_below = below
-        candidate, row, scale = inputs
-        masked = jnp.where(alive_below[None, :], distance, 2 * n)
-        parent = jnp.argmin(masked, axis=1)
-        origin = origin_below[parent]
-        in_cone = jnp.abs(position - origin) <= cone_c * scale
-        alive = candidate & jnp.any(alive_below) & in_cone
-        sup = jnp.where(alive, jnp.maximum(row, sup_below[parent]), 0.0)
-        return (alive, sup, origin), (alive, sup)
-
-    finest = (candidates[0], jnp.where(candidates[0], modulus[0], 0.0), position)
-    _, (alive, sup) = jax.lax.scan(one_scale, finest, (candidates[1:], modulus[1:], scales[1:]))
-    return MaximaLines(
-        jnp.concatenate([finest[0][None], alive]), jnp.concatenate([finest[1][None], sup])
-    )
+    return jnp.argmin(jnp.where(marked[None, :], distance, 2 * n), axis=1)
 
 
 def main() -> None:
@@ -95,7 +78,7 @@ def main() -> None:
     candidates = modulus_maxima(modulus)
     args_link = (modulus, candidates, jnp.asarray(scales))
     fast = jax.jit(lambda m, c, s: link_maxima_lines(m, c, s, 1.5))
-    dense = jax.jit(lambda m, c, s: dense_link_maxima_lines(m, c, s, 1.5))
+    dense = jax.jit(lambda m, c, s: link_maxima_lines(m, c, s, 1.5, nearest=dense_nearest_marked))
     same = bool(jnp.array_equal(fast(*args_link).alive, dense(*args_link).alive)) and bool(
         jnp.array_equal(fast(*args_link).sup, dense(*args_link).sup)
     )

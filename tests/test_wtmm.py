@@ -170,12 +170,13 @@ def test_modulus_maxima_match_a_loop():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    n=st.sampled_from([1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200]),
+    n=st.sampled_from([1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 256, 257, 600]),
     density=st.floats(0.0, 1.0),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_nearest_marked_matches_brute_force(n, density, seed):
-    # Lengths around the 32-bit word boundaries of the packed search (eq. bit-nearest).
+    # Lengths around the 32-bit word boundaries of the packed search (eq. bit-nearest) and
+    # beyond BIT_SEARCH_MAX_LENGTH, where the prefix maxima take over.
     marked = np.random.default_rng(seed).random(n) < density
     marked[np.random.default_rng(seed).integers(n)] = True  # at least one
     position = np.arange(n)
