@@ -11,11 +11,13 @@ Merton series from a cold state, without ``fit_history``, which leaves the step'
   same machine noise). ``checkpoint_every`` is small enough that snapshot ticks are more than 1 %
   of all ticks: the p99 includes them. ``snapshot_tick_added_median_ms``: median step time on
   snapshot ticks minus the median on the others. Target: hot_path_p99_added_ms <= 0.2.
-- ``save_ms``: the caller's share of one snapshot (device→host copy of the state and last
-  result in one transfer, host fields copied). Peer: ``device_get_ms``, ``jax.device_get`` of
-  the same leaves one by one; ``save_speedup_vs_device_get`` = device_get_ms / save_ms.
-- ``write_ms``: the worker's share: msgpack encoding, SHA-256, temp file, fsync, ``os.replace``,
-  fsync of the directory. ``encode_ms``: the encoding and hashing alone (``seal``). Peer:
+- ``save_ms``: the caller's share of one snapshot: references to the state's and last result's
+  arrays (immutable, never donated) and a copy of the host fields.
+- ``copy_ms``: the worker's device→host copy of those arrays, one transfer (``to_host``). Peer:
+  ``device_get_ms``, ``jax.device_get`` of the same leaves one by one;
+  ``copy_speedup_vs_device_get`` = device_get_ms / copy_ms.
+- ``write_ms``: the worker's whole share: the copy, msgpack encoding, SHA-256, temp file, fsync,
+  ``os.replace``, fsync of the directory. ``encode_ms``: copy, encoding and hashing. Peer:
   ``savez_ms``, ``np.savez`` of the same leaves into memory (no checksum, no config);
   ``encode_vs_savez`` = savez_ms / encode_ms (above 1: ours is faster).
 - ``load_verify_ms``: ``UniversalPredictor.load_snapshot``: read, size and header checks,
@@ -115,6 +117,7 @@ def main() -> None:
     host_leaves = [np.asarray(jax.random.key_data(x) if snap._is_key(x) else x) for x in leaves]
 
     save = median_seconds(predictor._capture, repeats)
+    copy = median_seconds(lambda: snap.to_host(tree), repeats)
     device_get = median_seconds(lambda: jax.device_get(leaves), repeats)
     write = median_seconds(lambda: snap.write_snapshot(path, capture), repeats)
     encode = median_seconds(lambda: snap.encode(capture), repeats)
@@ -143,7 +146,8 @@ def main() -> None:
     figures.update(
         save_ms=1e3 * save,
         device_get_ms=1e3 * device_get,
-        save_speedup_vs_device_get=device_get / save,
+        copy_ms=1e3 * copy,
+        copy_speedup_vs_device_get=device_get / copy,
         write_ms=1e3 * write,
         encode_ms=1e3 * encode,
         savez_ms=1e3 * savez_seconds,

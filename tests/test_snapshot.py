@@ -108,6 +108,27 @@ def test_round_trip_next_1000_predictions_are_bit_identical(fitted, tmp_path):
     assert result_bytes(fitted.step(obs(ticks[0]))) == uninterrupted[0]
 
 
+def test_a_capture_holds_its_tick_while_the_predictor_steps_on(fitted, tmp_path):
+    """The caller only takes references (IO-3): the arrays are immutable and the step never
+    donates its inputs, so a capture encoded after further ticks still holds its own tick."""
+    fp = fitted.functional
+    predictor = UniversalPredictor(functional=fp, clock=None)
+    predictor.state, predictor.last_result = fitted.state, fitted.last_result
+    taken, held = predictor._capture(), predictor.state
+    inputs = jax.tree.leaves(held)
+    for i in range(HISTORY + SNAPSHOT_TICK, HISTORY + SNAPSHOT_TICK + 5):
+        predictor.step(obs(i))
+    assert not any(leaf.is_deleted() for leaf in inputs), "the step donated an input buffer"
+    states = stack([held, held])
+    batch_inputs = jax.tree.leaves(states)
+    fp.step_batch(states, jnp.ones(2), jnp.ones(2))
+    assert not any(leaf.is_deleted() for leaf in batch_inputs), "step_batch donated an input"
+    path = tmp_path / "taken.usp"
+    snap.write_atomic(path, snap.encode(taken))
+    restored = UniversalPredictor.from_snapshot(path, functional=fp, clock=None)
+    assert same_bits(restored.state, held) and not same_bits(restored.state, predictor.state)
+
+
 def test_leaves_are_copied_bit_for_bit(fitted):
     """NaN payloads, -0.0 and subnormals survive: the codec copies bytes, never values."""
     odd = np.array([0x7FF8_0000_DEAD_BEEF, 0x8000_0000_0000_0000, 1], np.uint64).view(np.float64)

@@ -200,7 +200,7 @@ _TABLES: dict[Any, list[list[Any]]] = {}
 
 
 def to_host(tree: Any) -> HostTree:
-    """Copy a pytree of arrays to host memory, blocking until it is computed (caller side)."""
+    """Copy a pytree of arrays to host memory, blocking until it is computed (worker side)."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     signature = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
     table = _TABLES.get(signature)
@@ -283,26 +283,28 @@ def from_record(record: Any, template: Any, source: str) -> Any:
 
 @dataclass(frozen=True)
 class Capture:
-    """What a snapshot holds, taken on the caller's thread: host copies only, so the caller
-    may step on while a worker encodes and writes it."""
+    """What a snapshot holds, taken on the caller's thread in microseconds: references to the
+    state's (immutable) arrays and copies of the host-side values. A worker copies the arrays
+    to host memory, encodes and writes them while the caller steps on."""
 
     meta: dict[str, Any]
     """Plain values (config, host-side fields, counters): msgpack-able as they are."""
-    tree: HostTree
+    tree: Any
+    """The pytree of arrays, as the step returned it (never donated, so never invalidated)."""
 
 
 def capture(tree: Any, **meta: Any) -> Capture:
-    """Caller side: the device→host copy of ``tree`` and a creation time stamp."""
-    return Capture({"created_ns": time.time_ns(), **meta}, to_host(tree))
+    """Caller side: hold ``tree`` and stamp the creation time; nothing is copied or waited for."""
+    return Capture({"created_ns": time.time_ns(), **meta}, tree)
 
 
 def encode(snapshot: Capture) -> bytes:
-    """Worker side: the payload of eq. payload, sealed."""
+    """Worker side: the device→host copy, then the payload of eq. payload, sealed."""
     payload = {
         "kind": SNAPSHOT_KIND,
         "schema_version": SNAPSHOT_SCHEMA_VERSION,
         **snapshot.meta,
-        "tree": snapshot.tree.record(),
+        "tree": to_host(snapshot.tree).record(),
     }
     return seal(payload)
 
