@@ -98,21 +98,23 @@ def sharded_step_batch(fp: FunctionalPredictor, mesh: Mesh) -> Callable[..., Any
 
     The returned function takes ``(states, prices, targets, freeze=None)`` like
     ``FunctionalPredictor.step_batch`` and returns what it returns, to rounding: each device
-    compiles the per-asset program for its own block shape, and XLA's CPU backend chooses
+    compiles ``step_batch`` for its own block shape, and XLA's CPU backend chooses
     kernels (the order of a sum) by shape, so results may differ from one unsharded batch in the
     last bits (tests/test_sharding.py: at most 1e-13 relative, every flag equal, on 4 and 8 CPU
     devices; the learned JKO time step can amplify such differences, see book/operations.md).
     Inputs not yet on the mesh are moved there; the asset count must be a multiple of
     ``mesh.size``. Each shape (asset count) compiles once, as for ``step_batch``.
     """
-    split = asset_sharding(mesh)
-
-    def step_all(states, prices, targets, freeze):
-        return fp.step_batch(states, prices, targets, freeze)
-
-    # A sharding given for an argument applies to every leaf of it (a pytree prefix), and
-    # every leaf of a batched state has the asset axis first.
-    compiled = jax.jit(step_all, in_shardings=split, out_shardings=split)
+    # Each device runs step_batch on its own block of assets (shard_map): no partitioner in
+    # between, nothing exchanged. (Measured: 0.94 of the unsharded speed on 8 forced devices
+    # sharing 2 cores, against 0.71 for jit with in/out shardings.) A spec given for an
+    # argument applies to every leaf of it (a pytree prefix); every leaf of a batched state
+    # has the asset axis first.
+    split = PartitionSpec(ASSET_AXIS)
+    per_device = jax.shard_map(
+        fp.step_batch, mesh=mesh, in_specs=split, out_specs=split, check_vma=False
+    )
+    compiled = jax.jit(per_device)
 
     def step(states, prices, targets, freeze=None):
         count = n_assets(states)
