@@ -6,6 +6,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import ot
 import pytest
 import scipy.optimize
@@ -408,6 +409,28 @@ def test_hypergradient_matches_central_difference():
         assert float(grad) == pytest.approx(float(fd), rel=1e-5, abs=1e-8)
         checked += 1
     assert checked >= 5
+
+
+@pytest.mark.parametrize(("epsilon", "max_iterations"), [(EPS, 200), (0.3, 8)])
+def test_update_tau_takes_the_gradient_through_the_annealing_choice(epsilon, max_iterations):
+    """update_tau differentiates one solve at the accepted ε; differentiating through the
+    annealing cond gives the same loss and gradient (the second case anneals: 0.3 → 0.6)."""
+    weights = jnp.array([0.1, 0.2, 0.3, 0.4])
+    predictions, target, sigma = jnp.array([99.0, 100.5, 101.0, 100.2]), 100.3, 0.5
+    following = (predictions + jnp.array([0.2, -0.1, 0.3, 0.0]), target + 0.4)
+    solver = dict(epsilon=epsilon, sigma=sigma, max_iterations=max_iterations)
+    accepted = STEP(weights, predictions, target, tau=TAU, **solver).epsilon_used
+    assert float(accepted) == pytest.approx(epsilon if max_iterations == 200 else 2 * epsilon)
+    through_cond = jax.value_and_grad(next_tick_loss)(
+        jnp.log(TAU), weights, predictions, target, *following, **solver
+    )
+    optimizer = optax.sgd(1.0)  # the update is minus the gradient
+    learner = init_tau_learner(TAU, optimizer)
+    new, loss = update_tau(learner, optimizer, weights, predictions, target, *following, **solver)
+    assert float(loss) == pytest.approx(float(through_cond[0]), rel=1e-12)
+    step = float(learner.log_tau - new.log_tau)
+    assert step == pytest.approx(float(through_cond[1]), rel=1e-9, abs=1e-14)
+    assert abs(step) > 1e-6  # a gradient that could be wrong
 
 
 def _stream(seed, n_ticks):

@@ -12,6 +12,8 @@ that path. See notebooks/08_jko.md for the derivation.
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -175,6 +177,14 @@ def annealed_transport(
     )
 
 
+def _single_transport(
+    source: Weights, target: Weights, *, epsilon: ScalarLike, **solver: Any
+) -> tuple[Transport, Scalar]:
+    """One Sinkhorn solve at ``epsilon``, returned like ``annealed_transport``'s."""
+    epsilon = jnp.asarray(epsilon, source.dtype)
+    return entropic_transport(source, target, epsilon=epsilon, **solver), epsilon
+
+
 def step_fraction(
     residual: ScalarLike,
     slope: ScalarLike,
@@ -232,13 +242,15 @@ def jko_step(
     max_iterations: int = 200,
     threshold: float = SINKHORN_THRESHOLD,
     warm_start: bool = True,
+    anneal: bool = True,
 ) -> JKOResult:
     """One JKO step of the weights on the realised loss of the blended forecast.
 
     ``weights`` ρ_k (renormalised to sum 1); ``predictions`` the branches' forecasts of
     ``target``, the value just realised; ``sigma`` the EWMA error scale σ_t; ``robust`` selects
     the Huber loss with δ = 1.35 σ_t. ``tau`` > 0 is the JKO time step, ``epsilon`` > 0 the
-    entropic regularisation, ``max_iterations`` the cap of each Sinkhorn solve.
+    entropic regularisation, ``max_iterations`` the cap of each Sinkhorn solve. ``anneal``
+    False solves once, at ``epsilon`` (the τ gradient, given the ε the annealed step accepted).
 
     Degradation (fast path, no exceptions): invalid inputs (see ``inputs_are_valid``) or two
     failed Sinkhorn solves give uniform weights and ``sinkhorn_converged = False``.
@@ -248,7 +260,8 @@ def jko_step(
     weights = weights / jnp.sum(weights)
     gradient = jax.grad(energy)(weights, predictions, target, sigma=sigma, robust=robust)
     proposal = mirror_step(weights, gradient, tau)
-    transport, epsilon_used = annealed_transport(
+    solve = annealed_transport if anneal else _single_transport
+    transport, epsilon_used = solve(
         weights,
         proposal,
         epsilon=epsilon,
@@ -360,6 +373,7 @@ def next_tick_loss(
     sigma: ScalarLike,
     robust: Flag | bool = False,
     max_iterations: int = 200,
+    anneal: bool = True,
 ) -> Scalar:
     """L(log τ): loss at tick k+1 of the weights the JKO step chose at tick k with τ,
     eq. (jko-hyper-loss)."""
@@ -372,6 +386,7 @@ def next_tick_loss(
         robust=robust,
         sigma=sigma,
         max_iterations=max_iterations,
+        anneal=anneal,
     )
     return energy(step.weights, next_predictions, next_target, sigma=sigma, robust=robust)
 
@@ -390,18 +405,31 @@ def update_tau(
     robust: Flag | bool = False,
     max_iterations: int = 200,
 ) -> tuple[TauLearner, Scalar]:
-    """One optax step on log τ down dL/dlog τ; returns the new learner and L."""
+    """One optax step on log τ down dL/dlog τ; returns the new learner and L.
+
+    Annealing (ε or 2ε) is a discrete choice with no derivative: it is made forward, then one
+    Sinkhorn solve at the accepted ε is differentiated. The gradient is the one through the
+    ``lax.cond``, with half the backward pass to trace and to run.
+    """
+    context = (weights, predictions, target)
+    accepted = jko_step(
+        *context,
+        tau=learner.tau,
+        epsilon=epsilon,
+        robust=robust,
+        sigma=sigma,
+        max_iterations=max_iterations,
+    ).epsilon_used
     loss, grad = jax.value_and_grad(next_tick_loss)(
         learner.log_tau,
-        weights,
-        predictions,
-        target,
+        *context,
         next_predictions,
         next_target,
-        epsilon=epsilon,
+        epsilon=jax.lax.stop_gradient(accepted),
         sigma=sigma,
         robust=robust,
         max_iterations=max_iterations,
+        anneal=False,
     )
     grad = jnp.where(jnp.isfinite(grad), grad, 0.0)  # a bad tick must not poison Adam's moments
     updates, opt_state = optimizer.update(grad, learner.opt_state, learner.log_tau)
