@@ -32,6 +32,9 @@ RELATIVE_RIDGE_PENALTIES = tuple(10.0 ** (k / 2) for k in range(-10, 3))
 MIN_WINDOWS_PER_FEATURE = 4
 """fit needs at least this many training windows per coefficient (intercept included)."""
 
+WINSOR_LIMIT = 3.0
+"""c of eq. (winsor): targets are clipped this many robust standard deviations from their median."""
+
 PATH_DIM = 2  # channels of the time-augmented path: (time, value)
 
 
@@ -132,6 +135,8 @@ class RidgeFit(eqx.Module):
     residual_std: Scalar
     penalty: Scalar
     """The chosen λ (in the units of the standardised design)."""
+    effective_parameters: Scalar
+    """tr H at the chosen λ, intercept included (eq. ridge)."""
 
 
 def ridge_gcv(
@@ -162,6 +167,7 @@ def ridge_gcv(
         coefficients=coefficients,
         intercept=mean_y - mean_x @ coefficients,
         residual_std=jnp.sqrt(rss[best] / (m - hat_trace[best])),
+        effective_parameters=hat_trace[best],
         penalty=penalties[best],
     )
 
@@ -301,6 +307,15 @@ class SignatureBranch(AbstractBranch[SignatureParams]):
         return self.forecast_with_flag(params, buffer)[0]
 
 
+def winsorised(values: Float[Array, " m"], limit: float) -> Float[Array, " m"]:
+    """Eq. (winsor): ``values`` clipped ``limit`` robust standard deviations (1.4826 MAD) from
+    their median; unchanged when the MAD is 0 (more than half the values equal)."""
+    centre = jnp.median(values)
+    spread = 1.4826 * jnp.median(jnp.abs(values - centre))
+    reach = jnp.where(spread > 0, limit * spread, jnp.inf)
+    return jnp.clip(values, centre - reach, centre + reach)
+
+
 @eqx.filter_jit
 def _fit_signature_branch(
     branch: SignatureBranch, params: SignatureParams, buffer: Signal
@@ -313,12 +328,16 @@ def _fit_signature_branch(
     scale = increment_scale(safe_buffer)
     windows, increments = training_pairs(safe_buffer, branch.window)
     features = window_features(windows, scale, branch.depth)
-    ridge = ridge_gcv(features, increments / scale, branch.relative_penalties)
+    targets = increments / scale
+    ridge = ridge_gcv(features, winsorised(targets, WINSOR_LIMIT), branch.relative_penalties)
+    # The forecast's scale comes from the raw targets: the jumps are part of the error.
+    residuals = targets - ridge.intercept - features @ ridge.coefficients
+    residual_std = jnp.sqrt(jnp.sum(residuals**2) / (targets.shape[0] - ridge.effective_parameters))
     fitted = SignatureParams(
         coefficients=ridge.coefficients,
         intercept=ridge.intercept,
         increment_scale=scale,
-        residual_std=ridge.residual_std,
+        residual_std=residual_std,
         penalty=ridge.penalty,
         fitted=jnp.ones((), dtype=bool),
     )
