@@ -11,8 +11,9 @@ start and every import included) to the line the child prints when the event hap
 
 - ``cold_start_s``: start to first prediction with an empty cache directory (everything the
   first tick needs is compiled).
-- ``cached_start_to_first_prediction_s``: the same with the directory the cold run filled
-  (target <= 3 s on this CPU). ``cached_compiled``: programs it still had to compile (0 when
+- ``cached_start_to_first_prediction_s``: the same with the directory the cold run filled,
+  its compiled programs and the step its ``warm_up`` exported (``usp.api.programs``: no trace
+  of the step either) (target <= 3 s on this CPU). ``cached_compiled``: programs it still had to compile (0 when
   the cache covers the start-up path).
 - ``cache_speedup`` = cold_start_s / cached_start_to_first_prediction_s.
 - ``import_floor_s`` (the peer): start to ``import usp`` done, nothing compiled; a start can get

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from usp import _env
+from usp.api import programs
+from usp.api.config import PredictorConfig
+from usp.api.predictor import FunctionalPredictor
 from usp.api.runtime import (
     count_compilations,
     default_cache_dir,
@@ -111,6 +114,7 @@ def test_enable_compilation_cache_writes_compiled_programs(tmp_path):
         for name, value in saved.items():
             jax.config.update(name, value)
         compilation_cache.reset_cache()
+        programs.set_program_directory(None)
 
 
 def test_count_compilations_sees_a_compile_and_then_none():
@@ -134,7 +138,57 @@ def test_tree_digest_sees_every_bit_dtype_and_key():
 
 
 def test_warm_up_refuses_empty_batches():
-    from usp.api.predictor import FunctionalPredictor
-
     with pytest.raises(ValueError, match="batch sizes must be >= 1"):
         warm_up(FunctionalPredictor(), n_assets=(64, 0))
+
+
+# -- the exported step (usp.api.programs) ------------------------------------------------------
+
+
+@pytest.fixture
+def program_directory(tmp_path):
+    programs.set_program_directory(tmp_path / "programs")
+    yield tmp_path / "programs"
+    programs.set_program_directory(None)
+
+
+def test_the_exported_step_is_the_jitted_step_bit_for_bit(program_directory):
+    traced = FunctionalPredictor()
+    assert traced._exported is None  # nothing exported yet: the step is traced
+    path = programs.export_step(traced, program_directory)
+    assert path.is_file() and path == programs.program_path(program_directory, traced)
+    loaded = FunctionalPredictor()
+    assert loaded._exported is not None and loaded._single_step is loaded._exported
+    assert jax.tree.structure(loaded.result_template()) == jax.tree.structure(
+        traced.result_template()
+    )
+    assert [(x.shape, x.dtype) for x in jax.tree.leaves(loaded.result_template())] == [
+        (x.shape, x.dtype) for x in jax.tree.leaves(traced.result_template())
+    ]
+    prices = 100.0 + np.cumsum(np.random.default_rng(4).normal(0.0, 0.5, 160))
+    state, _ = traced.run(traced.init_state(), prices[:128])
+    jitted, exported = state, state
+    for price in prices[128:]:
+        price = float(price)
+        jitted, jitted_result, _ = traced._step(jitted, price, price, False)
+        exported, exported_result, _ = loaded._exported(exported, price, price, False)
+        assert tree_digest(exported_result) == tree_digest(jitted_result)
+    assert tree_digest(exported) == tree_digest(jitted)
+
+
+def test_the_program_file_is_named_by_what_shapes_the_trace(program_directory):
+    default = programs.program_path(program_directory, FunctionalPredictor())
+    assert programs.program_path(program_directory, FunctionalPredictor()) == default
+    other = FunctionalPredictor(PredictorConfig(cusum_h=4.0))
+    assert programs.program_path(program_directory, other) != default
+    untaught = FunctionalPredictor(learn_tau=False)
+    assert programs.program_path(program_directory, untaught) != default
+
+
+def test_a_damaged_program_is_ignored_with_a_warning(program_directory):
+    path = programs.program_path(program_directory, FunctionalPredictor())
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a StableHLO program")
+    with pytest.warns(UserWarning, match="ignoring exported step"):
+        fp = FunctionalPredictor()
+    assert fp._exported is None and fp._single_step is fp._step

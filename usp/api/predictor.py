@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from usp.api import programs
 from usp.api.config import PredictorConfig
 from usp.api.errors import (
     DomainError,
@@ -109,6 +110,11 @@ class FunctionalPredictor:
         self._templates: dict[int | None, PredictorState] = {}
         self._result_template: PredictionResult | None = None
         self._config_record: dict | None = None
+        # The single-asset step as exported by an earlier process (usp.api.programs): the same
+        # program without tracing it again, when enable_compilation_cache has been called.
+        directory = programs.program_directory()
+        self._exported = None if directory is None else programs.load_step(self, directory)
+        self._single_step = self._step if self._exported is None else self._exported
 
     def init_state(self, *, key: jax.Array | None = None) -> PredictorState:
         key = jax.random.key(self.config.seed) if key is None else key
@@ -129,7 +135,7 @@ class FunctionalPredictor:
         # Python floats and bools: a NumPy scalar would be a differently typed argument (a
         # second compile that no warm-up covers).
         price, target = float(obs.price), float(obs.target)
-        new_state, result, _ = self._step(state, price, target, bool(freeze))
+        new_state, result, _ = self._single_step(state, price, target, bool(freeze))
         return new_state, result
 
     def step_batch(
@@ -169,7 +175,10 @@ class FunctionalPredictor:
         return self._templates[n_assets]
 
     def result_template(self) -> PredictionResult:
-        """Shapes and dtypes of one tick's result (traced, not run)."""
+        """Shapes and dtypes of one tick's result (traced, not run; read off the exported
+        program when there is one)."""
+        if self._result_template is None and self._exported is not None:
+            self._result_template = self._exported.result_template
         if self._result_template is None:
             shapes = jax.eval_shape(self._step, self.state_template(), 0.0, 0.0, False)
             self._result_template = shapes[1]

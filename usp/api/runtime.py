@@ -9,7 +9,8 @@ cache, a warm-up pass over every compiled path, and a digest of a pytree's bits 
     timings = warm_up(fp, n_assets=(64, 1024))
 
 A cold process spends most of its start-up compiling (the step, the scan, every branch's fit);
-the persistent cache turns the second start into deserialisation. ``warm_up`` then makes sure
+the persistent cache turns the second start into deserialisation, and the step exported by an
+earlier ``warm_up`` (``usp.api.programs``) spares it the trace. ``warm_up`` then makes sure
 nothing is left to compile when the first real tick arrives.
 """
 
@@ -28,11 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from usp.api import programs
 from usp.api.predictor import FunctionalPredictor
 from usp.api.types import MarketObservation
 
 CACHE_DIR_ENV = "USP_CACHE_DIR"
 """Environment variable naming the compilation cache directory (overrides the default)."""
+PROGRAM_SUBDIRECTORY = "programs"
+"""Subdirectory of the compilation cache that holds the exported step (usp.api.programs)."""
 
 # jax.monitoring event names (jax 0.10): one duration event per program that became an
 # executable (compiled, or loaded from the persistent cache), one event per persistent-cache hit.
@@ -68,7 +72,9 @@ def enable_compilation_cache(
 
     Every executable that took at least ``min_compile_time_s`` to compile is written there, keyed
     by its program, the JAX/XLA versions, the device kind and the compile options, so a second
-    process with the same code and configuration loads instead of compiling. JAX's own threshold
+    process with the same code and configuration loads instead of compiling. Its ``programs``
+    subdirectory holds the exported single-asset step (``usp.api.programs``, written by
+    ``warm_up``), so that such a process does not trace the step either. JAX's own threshold
     (1 s) would skip the many small programs of a first tick (state initialisation, each eager
     operation), which add up to seconds; 0 caches them all (a few MB).
     """
@@ -85,6 +91,9 @@ def enable_compilation_cache(
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     # -1: no size floor, and JAX may not raise one for the file system.
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    # The traced step beside the compiled programs (usp.api.programs): predictors created from
+    # now on skip tracing it when warm_up has exported it before.
+    programs.set_program_directory(directory / PROGRAM_SUBDIRECTORY)
     return directory
 
 
@@ -145,8 +154,10 @@ def warm_up(
     ``UniversalPredictor.fit_history`` uses); ``refit`` twice (every branch's fit: the first fit
     of a state trains the DGM branch long, later ones warm-start with fewer steps, two programs);
     ``step`` with Python-float prices (what ``FunctionalPredictor.step`` and
-    ``UniversalPredictor.step`` pass); ``step_batch`` at each batch size in ``n_assets``
-    (compile per size: give the bucket sizes the service pads its batches to).
+    ``UniversalPredictor.step`` pass), exported to the compilation cache's ``programs``
+    directory when ``enable_compilation_cache`` was called and it is not there yet (a later
+    process then skips tracing it, ``usp.api.programs``); ``step_batch`` at each batch size in
+    ``n_assets`` (compile per size: give the bucket sizes the service pads its batches to).
 
     ``refit=False`` skips the branch fits (seconds of DGM training on a CPU): for a service that
     restores fitted states and refits later, off the tick path.
@@ -180,6 +191,17 @@ def warm_up(
         state, result = fp.step(state, MarketObservation(price, price, 0))
         jax.block_until_ready(result)
         timings["step_s"] = time.perf_counter() - start
+        directory = programs.program_directory()
+        if directory is not None and not programs.program_path(directory, fp).is_file():
+            start = time.perf_counter()
+            programs.export_step(fp, directory)
+            # Read it back and run it once: its executable joins the compilation cache. Carry
+            # on from its state, committed to the device as in a process that starts from the
+            # exported step, so the batch programs below compile for the inputs they will get.
+            exported = programs.load_step(fp, directory)
+            state, result, _ = exported(state, price, price, False)
+            jax.block_until_ready(result)
+            timings["export_step_s"] = time.perf_counter() - start
         for size in sizes:
             states = jax.tree.map(
                 lambda leaf, n=size: jnp.broadcast_to(leaf, (n, *leaf.shape)), state

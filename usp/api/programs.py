@@ -1,0 +1,183 @@
+"""Traced programs kept on disk: the single-asset step, exported with ``jax.export`` (OPS-3).
+
+JAX's persistent compilation cache skips XLA's compilation, not Python's tracing: its key is the
+traced program, so a restarted process traces the whole step again (about a second on the CI
+CPU, most of a cached start) before the cache can answer. ``jax.export`` serialises the traced
+program itself (StableHLO). A process that finds the step's exported program deserialises it
+(milliseconds) and hands it to XLA, whose executable then comes from the compilation cache::
+
+    from usp.api.runtime import enable_compilation_cache, warm_up
+
+    enable_compilation_cache()      # also the directory of the exported programs
+    fp = FunctionalPredictor(config)
+    warm_up(fp)                     # first process: exports the step (one more trace)
+    ...                             # later processes: fp.step runs the exported program
+
+An exported program is only valid for the code and settings it was traced with, so its file
+name is a digest of everything that shapes the trace: every source file of ``usp``, the JAX
+and jaxlib versions, the backend, x64, the config, ``learn_tau`` and the state's layout. Any
+change is a different file, never a stale program. Results are bit-identical to the jitted
+step (same program, same compiler: ``tests/test_runtime.py``). Files are written atomically;
+one that fails to load is reported with a warning and the step is traced as usual. Like JAX's
+compilation cache, the directory holds programs that will be run: keep it as private as the
+code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+import usp
+from usp.io.snapshot import write_atomic
+
+PROGRAM_SUFFIX = ".step.jaxexport"
+
+_directory: Path | None = None
+
+
+def set_program_directory(directory: str | Path | None) -> None:
+    """Where predictors created from now on look for (and ``warm_up`` writes) exported steps;
+    ``enable_compilation_cache`` sets it to its ``programs`` subdirectory. None: nowhere."""
+    global _directory
+    _directory = None if directory is None else Path(directory)
+
+
+def program_directory() -> Path | None:
+    return _directory
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 over every ``usp`` source file (path and bytes, in path order)."""
+    root = Path(usp.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _avals(tree: Any) -> list[str]:
+    return [f"{leaf.dtype}{list(leaf.shape)}" for leaf in jax.tree.leaves(tree)]
+
+
+def program_path(directory: str | Path, fp: Any) -> Path:
+    """Where ``fp``'s exported step lives in ``directory`` (a digest of what shapes its trace)."""
+    identity = {
+        "source": source_digest(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "x64": bool(jax.config.jax_enable_x64),
+        "config": fp.config.to_dict(),
+        "learn_tau": fp.learn_tau,
+        "state": _avals(fp.state_template()),
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(directory) / f"{key}{PROGRAM_SUFFIX}"
+
+
+def _flat_step(fp: Any) -> tuple[Callable[..., Any], list[jax.ShapeDtypeStruct]]:
+    """The guarded step on flat leaves (``jax.export`` serialises no custom pytree types)."""
+    from usp.api.predictor import _guarded_step
+
+    template = fp.state_template()
+    state_def = jax.tree.structure(template)
+    dtype = template.buffer.dtype
+
+    def flat(*leaves):
+        *state_leaves, price, target, freeze = leaves
+        state = jax.tree.unflatten(state_def, state_leaves)
+        return jax.tree.leaves(_guarded_step(fp.model, state, price, target, freeze))
+
+    scalar = lambda d: jax.ShapeDtypeStruct((), d)  # noqa: E731
+    specs = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(template)]
+    return flat, [*specs, scalar(dtype), scalar(dtype), scalar(jnp.bool_)]
+
+
+def export_step(fp: Any, directory: str | Path) -> Path:
+    """Trace ``fp``'s single-asset step once more and write its exported program."""
+    from jax import export
+
+    flat, specs = _flat_step(fp)
+    exported = export.export(jax.jit(flat))(*specs)
+    path = program_path(directory, fp)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    write_atomic(path, bytes(exported.serialize()))
+    return path
+
+
+class ExportedStep:
+    """``_guarded_step(model, state, price, target, freeze)`` run from an exported program."""
+
+    def __init__(self, exported: Any, fp: Any) -> None:
+        self._call = jax.jit(exported.call)  # jit: the C++ fast path for each call
+        self._state_def = jax.tree.structure(fp.state_template())
+        self._n_state = self._state_def.num_leaves
+        result_avals = exported.out_avals[self._n_state : -1]
+        self.result_template = result_like(result_avals)
+        self._result_def = jax.tree.structure(self.result_template)
+
+    def __call__(self, state: Any, price: float, target: float, freeze: bool) -> tuple:
+        leaves = jax.tree.leaves(state)
+        # The exported program fixes its input placement: uncommitted arrays (a state just
+        # loaded or initialised) would be a second signature, compiled again. Commit them.
+        if not all(getattr(leaf, "committed", False) for leaf in leaves):
+            leaves = jax.device_put(leaves, jax.devices()[0])
+        outputs = self._call(*leaves, price, target, freeze)
+        new_state = jax.tree.unflatten(self._state_def, outputs[: self._n_state])
+        result = jax.tree.unflatten(self._result_def, outputs[self._n_state : -1])
+        return new_state, result, outputs[-1]
+
+
+def result_like(avals: Sequence[Any]) -> Any:
+    """A ``PredictionResult`` of ``jax.ShapeDtypeStruct`` leaves, one per field in field
+    (flattening) order, built without tracing the step."""
+    from usp.api.types import PredictionResult
+
+    names = list(PredictionResult.__dataclass_fields__)
+    if len(names) != len(avals):
+        raise ValueError(f"{len(avals)} result leaves for {len(names)} PredictionResult fields")
+
+    def build():
+        leaves = [jnp.zeros(aval.shape, aval.dtype) for aval in avals]
+        return PredictionResult(**dict(zip(names, leaves, strict=True)))
+
+    return jax.eval_shape(build)
+
+
+def load_step(fp: Any, directory: str | Path) -> ExportedStep | None:
+    """``fp``'s exported step from ``directory``; None if there is none (or it fails to load,
+    with a warning): the caller then traces the step as usual."""
+    from jax import export
+
+    path = program_path(directory, fp)
+    if not path.is_file():
+        return None
+    try:
+        return ExportedStep(export.deserialize(bytearray(path.read_bytes())), fp)
+    except Exception as error:  # a damaged cache file must never stop the predictor
+        warnings.warn(f"ignoring exported step {path}: {error!r:.200}", stacklevel=2)
+        return None
+
+
+__all__ = [
+    "PROGRAM_SUFFIX",
+    "ExportedStep",
+    "export_step",
+    "load_step",
+    "program_directory",
+    "program_path",
+    "result_like",
+    "set_program_directory",
+]
