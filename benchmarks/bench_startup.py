@@ -13,8 +13,8 @@ start and every import included) to the line the child prints when the event hap
   first tick needs is compiled).
 - ``cached_start_to_first_prediction_s``: the same with the directory the cold run filled,
   its compiled programs and the step its ``warm_up`` exported (``usp.api.programs``: no trace
-  of the step either) (target <= 3 s on this CPU). ``cached_compiled``: programs it still had to compile (0 when
-  the cache covers the start-up path).
+  of the step either) (target <= 3 s on this CPU). ``cached_compiled``: programs it still had
+  to compile (0 when the cache covers the start-up path).
 - ``cache_speedup`` = cold_start_s / cached_start_to_first_prediction_s.
 - ``import_floor_s`` (the peer): start to ``import usp`` done, nothing compiled; a start can get
   no faster than this. ``cached_over_floor`` = cached start / import floor.
