@@ -17,7 +17,7 @@ import pytest
 from usp import _env
 from usp.api import programs
 from usp.api.config import PredictorConfig
-from usp.api.predictor import FunctionalPredictor
+from usp.api.predictor import FunctionalPredictor, UniversalPredictor
 from usp.api.runtime import (
     count_compilations,
     default_cache_dir,
@@ -154,11 +154,13 @@ def program_directory(tmp_path):
 
 def test_the_exported_step_is_the_jitted_step_bit_for_bit(program_directory):
     traced = FunctionalPredictor()
-    assert traced._exported is None  # nothing exported yet: the step is traced
+    assert traced._step is traced._traced_step  # nothing exported yet: the step is traced
     path = programs.export_step(traced, program_directory)
     assert path.is_file() and path == programs.program_path(program_directory, traced)
     loaded = FunctionalPredictor()
-    assert loaded._exported is not None and loaded._single_step is loaded._exported
+    assert loaded._exported is not None and loaded._step is loaded._exported
+    # Loaded once per process and shared, as the traced step is; UniversalPredictor uses it too.
+    assert UniversalPredictor(clock=None).functional._step is loaded._exported
     assert jax.tree.structure(loaded.result_template()) == jax.tree.structure(
         traced.result_template()
     )
@@ -191,4 +193,4 @@ def test_a_damaged_program_is_ignored_with_a_warning(program_directory):
     path.write_bytes(b"not a StableHLO program")
     with pytest.warns(UserWarning, match="ignoring exported step"):
         fp = FunctionalPredictor()
-    assert fp._exported is None and fp._single_step is fp._step
+    assert fp._exported is None and fp._step is fp._traced_step

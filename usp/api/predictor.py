@@ -106,15 +106,17 @@ class FunctionalPredictor:
     def __init__(self, config: PredictorConfig | None = None, *, learn_tau: bool = True):
         self.config = config or PredictorConfig()
         self.learn_tau = learn_tau
-        self.model, self._step, self._step_batch, self._run = _compiled(self.config, learn_tau)
+        self.model, self._traced_step, self._step_batch, self._run = _compiled(
+            self.config, learn_tau
+        )
         self._templates: dict[int | None, PredictorState] = {}
         self._result_template: PredictionResult | None = None
-        self._config_record: dict | None = None
         # The single-asset step as exported by an earlier process (usp.api.programs): the same
         # program without tracing it again, when enable_compilation_cache has been called.
+        # Every single-asset tick (step, UniversalPredictor.step) goes through _step.
         directory = programs.program_directory()
         self._exported = None if directory is None else programs.load_step(self, directory)
-        self._single_step = self._step if self._exported is None else self._exported
+        self._step = self._traced_step if self._exported is None else self._exported
 
     def init_state(self, *, key: jax.Array | None = None) -> PredictorState:
         key = jax.random.key(self.config.seed) if key is None else key
@@ -135,7 +137,7 @@ class FunctionalPredictor:
         # Python floats and bools: a NumPy scalar would be a differently typed argument (a
         # second compile that no warm-up covers).
         price, target = float(obs.price), float(obs.target)
-        new_state, result, _ = self._single_step(state, price, target, bool(freeze))
+        new_state, result, _ = self._step(state, price, target, bool(freeze))
         return new_state, result
 
     def step_batch(
@@ -180,7 +182,7 @@ class FunctionalPredictor:
         if self._result_template is None and self._exported is not None:
             self._result_template = self._exported.result_template
         if self._result_template is None:
-            shapes = jax.eval_shape(self._step, self.state_template(), 0.0, 0.0, False)
+            shapes = jax.eval_shape(self._traced_step, self.state_template(), 0.0, 0.0, False)
             self._result_template = shapes[1]
         return self._result_template
 
@@ -193,11 +195,9 @@ class FunctionalPredictor:
         """Caller side of a snapshot: references to the arrays now; the device→host copy,
         encoding and writing later, on the writer's thread."""
         n_assets = int(state.buffer.shape[0]) if state.buffer.ndim == 2 else None
-        if self._config_record is None:  # the config is frozen: convert it once
-            self._config_record = self.config.to_dict()
         return snap.capture(
             {"state": state, "last_result": last_result},
-            config=self._config_record,
+            config=self.config.to_dict(),
             learn_tau=self.learn_tau,
             n_assets=n_assets,
             has_last_result=last_result is not None,

@@ -37,12 +37,12 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
-import usp
 from usp.io.snapshot import write_atomic
 
 PROGRAM_SUFFIX = ".step.jaxexport"
 
 _directory: Path | None = None
+_loaded: dict[Path, ExportedStep | None] = {}
 
 
 def set_program_directory(directory: str | Path | None) -> None:
@@ -59,16 +59,12 @@ def program_directory() -> Path | None:
 @functools.lru_cache(maxsize=1)
 def source_digest() -> str:
     """SHA-256 over every ``usp`` source file (path and bytes, in path order)."""
-    root = Path(usp.__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the usp package
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def _avals(tree: Any) -> list[str]:
-    return [f"{leaf.dtype}{list(leaf.shape)}" for leaf in jax.tree.leaves(tree)]
 
 
 def program_path(directory: str | Path, fp: Any) -> Path:
@@ -81,7 +77,9 @@ def program_path(directory: str | Path, fp: Any) -> Path:
         "x64": bool(jax.config.jax_enable_x64),
         "config": fp.config.to_dict(),
         "learn_tau": fp.learn_tau,
-        "state": _avals(fp.state_template()),
+        "state": [
+            f"{leaf.dtype}{list(leaf.shape)}" for leaf in jax.tree.leaves(fp.state_template())
+        ],
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     return Path(directory) / f"{key}{PROGRAM_SUFFIX}"
@@ -158,17 +156,23 @@ def result_like(avals: Sequence[Any]) -> Any:
 
 def load_step(fp: Any, directory: str | Path) -> ExportedStep | None:
     """``fp``'s exported step from ``directory``; None if there is none (or it fails to load,
-    with a warning): the caller then traces the step as usual."""
+    with a warning): the caller then traces the step as usual.
+
+    Each file is loaded once per process and shared, as ``_compiled`` shares the traced step:
+    a thousand predictors with one config compile it once, not a thousand times.
+    """
     from jax import export
 
     path = program_path(directory, fp)
-    if not path.is_file():
-        return None
-    try:
-        return ExportedStep(export.deserialize(bytearray(path.read_bytes())), fp)
-    except Exception as error:  # a damaged cache file must never stop the predictor
-        warnings.warn(f"ignoring exported step {path}: {error!r:.200}", stacklevel=2)
-        return None
+    if path not in _loaded:
+        if not path.is_file():
+            return None  # not remembered: warm_up may write it later
+        try:
+            _loaded[path] = ExportedStep(export.deserialize(bytearray(path.read_bytes())), fp)
+        except Exception as error:  # a damaged cache file must never stop the predictor
+            warnings.warn(f"ignoring exported step {path}: {error!r:.200}", stacklevel=2)
+            _loaded[path] = None
+    return _loaded[path]
 
 
 __all__ = [
