@@ -56,7 +56,13 @@ from usp.api.predictor import (  # noqa: E402
 )
 from usp.api.types import MarketObservation  # noqa: E402
 from usp.core.step import _learned_tau, jko_step_from_config  # noqa: E402
-from usp.eval.throughput import INCREMENT_STD, per_call_seconds, random_walk  # noqa: E402
+from usp.eval.throughput import (  # noqa: E402
+    INCREMENT_STD,
+    broadcast_states,
+    per_call_seconds,
+    percentiles_ms,
+    random_walk,
+)
 from usp.kernels.wtmm import holder_exponent, prepare_buffer  # noqa: E402
 
 HISTORY_LENGTH = 300
@@ -90,10 +96,6 @@ class Sections:
         return time.perf_counter() - self.start
 
 
-def percentiles_ms(times: np.ndarray) -> tuple[float, float]:
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
-
-
 def flops_of(compiled) -> float:
     """Total 'flops' of a compiled XLA program (cost_analysis is a dict or a list of dicts)."""
     analysis = compiled.cost_analysis()
@@ -110,10 +112,6 @@ def matmul_peak_flops(repeats: int, n: int = 2048) -> float:
     dot = jax.jit(jnp.dot)
     seconds = median_seconds(lambda: dot(a, b).block_until_ready(), repeats)
     return 2.0 * n**3 / seconds
-
-
-def broadcast_states(state, n_assets: int):
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n_assets, *x.shape)), state)
 
 
 def fit_history_fresh_process(n: int, timeout_s: float) -> float | None:
