@@ -6,6 +6,7 @@ One predictor fitted on the bundled Merton series is shared by the module.
 
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as hs
 
 from usp import IntegrityError, MarketObservation, PredictorConfig, UniversalPredictor
 from usp.api.predictor import FunctionalPredictor
+from usp.api.runtime import tree_digest
 from usp.io import snapshot as snap
 from usp.io.data import load_series
 from usp.io.dump import read_emergency_dump
@@ -39,22 +41,9 @@ def obs(i: int) -> MarketObservation:
     return MarketObservation(price=price, target=price, timestamp_ns=i + 1)
 
 
-def result_bytes(result) -> list[bytes]:
-    return [np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(result)]
-
-
-def plain(leaf) -> np.ndarray:
-    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        leaf = jax.random.key_data(leaf)
-    return np.asarray(leaf)
-
-
 def same_bits(a, b) -> bool:
-    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    return all(
-        plain(x).dtype == plain(y).dtype and plain(x).tobytes() == plain(y).tobytes()
-        for x, y in pairs
-    )
+    """Equal bit for bit: every leaf's dtype, shape and bytes (PRNG keys by their data)."""
+    return tree_digest(a) == tree_digest(b)
 
 
 def asset(states, i: int):
@@ -94,18 +83,18 @@ def test_round_trip_next_1000_predictions_are_bit_identical(fitted, tmp_path):
     assert status["sha256"] == path.read_bytes()[-32:].hex()
     restored = UniversalPredictor.from_snapshot(path, clock=None)
     assert same_bits(restored.state, fitted.state)
-    assert result_bytes(restored.last_result) == result_bytes(fitted.last_result)
+    assert tree_digest(restored.last_result) == tree_digest(fitted.last_result)
     assert restored.gate == fitted.gate and restored._edges == fitted._edges
     ticks = range(HISTORY + SNAPSHOT_TICK, HISTORY + SNAPSHOT_TICK + FOLLOWING)
-    uninterrupted = [result_bytes(fitted.step(obs(i))) for i in ticks]
-    replayed = [result_bytes(restored.step(obs(i))) for i in ticks]
+    uninterrupted = [tree_digest(fitted.step(obs(i))) for i in ticks]
+    replayed = [tree_digest(restored.step(obs(i))) for i in ticks]
     pairs = zip(uninterrupted, replayed, strict=True)
     mismatches = [i for i, (a, b) in enumerate(pairs) if a != b]
     assert not mismatches, f"first mismatch at prediction {mismatches[0]}"
     assert same_bits(restored.state, fitted.state)
     # Restoring into the fitted predictor itself rewinds it to the snapshot, bit for bit.
     fitted.load_snapshot(path)
-    assert result_bytes(fitted.step(obs(ticks[0]))) == uninterrupted[0]
+    assert tree_digest(fitted.step(obs(ticks[0]))) == uninterrupted[0]
 
 
 def test_a_capture_holds_its_tick_while_the_predictor_steps_on(fitted, tmp_path):
@@ -159,14 +148,37 @@ def test_periodic_checkpoints_keep_the_newest(fitted, tmp_path):
     predictor.fit_history(SERIES[:128])
     for i in range(128, 128 + 23):
         predictor.step(obs(i))
-        predictor.graceful_shutdown()  # each write finishes: no checkpoint is skipped
-    assert predictor.checkpoints_skipped == 0
+        predictor.graceful_shutdown()  # each write finishes before the next is due
     names = sorted(p.name for p in tmp_path.glob("checkpoint-*.usp"))
     assert names == ["checkpoint-000000000015.usp", "checkpoint-000000000020.usp"]
     latest = snap.latest_checkpoint(tmp_path)
     assert latest is not None and latest.name == names[-1]
     (tmp_path / names[-1]).write_bytes(b"\x89USP garbage")
     assert snap.latest_checkpoint(tmp_path).name == names[0]  # falls back to a good one
+
+
+def test_a_checkpoint_due_during_a_write_is_skipped(fitted, tmp_path, monkeypatch):
+    """A slow disk must not queue copies of the state: while a write is pending, due
+    checkpoints are skipped and counted."""
+    release = threading.Event()
+    write_atomic = snap.write_atomic
+
+    def held_write(path, data):
+        release.wait(timeout=60)
+        write_atomic(path, data)
+
+    monkeypatch.setattr(snap, "write_atomic", held_write)
+    predictor = UniversalPredictor(
+        functional=fitted.functional, clock=None, checkpoint_every=1, checkpoint_dir=tmp_path
+    )
+    predictor.state, predictor.last_result = fitted.state, fitted.last_result
+    for i in range(1000, 1003):
+        predictor.step(obs(i))
+    release.set()
+    statuses = predictor.graceful_shutdown()
+    assert predictor.checkpoints_skipped == 2
+    assert [status["ok"] for status in statuses] == [True]
+    assert [p.name for p in tmp_path.glob("checkpoint-*.usp")] == ["checkpoint-000000000001.usp"]
 
 
 def test_emergency_dumps_share_the_container(fitted, tmp_path):
