@@ -5,6 +5,8 @@ targets after a 128-value training window), so in one pytest process the walk-fo
 program compiles once for both files.
 """
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -143,27 +145,13 @@ def backtest_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("cli")
     path = write_csv(directory / "gbm.csv", price_path(TRAIN + 1 + 2 * TEST))
     tuned, report = directory / "tuned.json", directory / "report"
-    with _Capture() as tune_out:
+    # capsys is function-scoped; the commands run once per module.
+    with contextlib.redirect_stdout(io.StringIO()) as tune_out:
         assert main(["tune", str(path), "--trials", "1", "--out", str(tuned), *LAYOUT]) == 0
     argv = ["backtest", str(path), "--config", str(tuned), "--report", str(report), *LAYOUT]
-    with _Capture() as backtest_out:
+    with contextlib.redirect_stdout(io.StringIO()) as backtest_out:
         code = main(argv)
-    return code, backtest_out.out, report, tune_out.out, tuned
-
-
-class _Capture:
-    """stdout of a block (capsys is function-scoped; the commands run once per module)."""
-
-    def __enter__(self):
-        import io
-
-        self._old, self._buffer = sys.stdout, io.StringIO()
-        sys.stdout = self._buffer
-        return self
-
-    def __exit__(self, *exc):
-        sys.stdout = self._old
-        self.out = self._buffer.getvalue()
+    return code, backtest_out.getvalue(), report, tune_out.getvalue(), tuned
 
 
 def test_backtest_prints_the_metrics_table(backtest_run):

@@ -137,6 +137,13 @@ def _progress_bar(description: str, unit: str, enabled: bool) -> tuple[Callable,
     return update, bar.close
 
 
+def _use_float64() -> None:
+    """The predictor's reference precision, set before any usp module traces anything."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
 def _enable_cache(enabled: bool) -> None:
     if enabled:
         from usp.api.runtime import enable_compilation_cache
@@ -148,17 +155,12 @@ def _enable_cache(enabled: bool) -> None:
 
 
 def _walk_forward_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {"train_size": args.train_size, "test_size": args.test_size}
-    if args.folds is not None:
-        options["n_folds"] = args.folds
-    return options
+    return {"train_size": args.train_size, "test_size": args.test_size, "n_folds": args.folds}
 
 
 def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None) -> int:
     """Walk-forward backtest, metrics table on stdout, report files in ``args.report``."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
+    _use_float64()
     from usp.eval.report import metrics_table, write_report
     from usp.eval.walk_forward import walk_forward
 
@@ -178,10 +180,10 @@ def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None
     finally:
         close()
     print(metrics_table(backtest))
-    seconds = backtest.seconds.get("usp")
-    if seconds is not None:
-        ticks = len(backtest.index)
-        print(f"usp: {ticks} forecasts in {seconds:.1f} s (compilation, fits and refits included)")
+    print(
+        f"usp: {len(backtest.index)} forecasts in {backtest.seconds['usp']:.1f} s "
+        "(compilation, fits and refits included)"
+    )
     paths = write_report(backtest, args.report, config=config)
     print(f"report: {paths['html']} (and report.md, metrics.json, {len(paths) - 3} PNGs)")
     return 0
@@ -189,9 +191,7 @@ def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None
 
 def tune_command(args: argparse.Namespace) -> int:
     """Optuna TPE search; the best config as JSON on stdout or in ``--out``."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
+    _use_float64()
     from usp.eval.tune import tune
 
     series = read_series(args.file, args.dataset, args.column, args.last)
@@ -232,9 +232,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
 def bench_command(args: argparse.Namespace) -> int:
     """Latency and throughput of the installed predictor: a table, then one JSON line."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
+    _use_float64()
     from usp.eval.throughput import measure_throughput, throughput_table
 
     config = load_config(args.config)

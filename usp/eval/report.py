@@ -36,7 +36,7 @@ MODEL_LABELS = {
     "C": "C IMEX",
     "D": "D signature",
 }
-BRANCH_NAMES = ("A Lévy", "B DGM", "C IMEX", "D signature")
+BRANCH_LABELS = tuple(MODEL_LABELS[branch] for branch in "ABCD")
 FLAG_FIELDS = (
     ("emergency_mode", "emergency"),
     ("robust_mode", "robust (Huber)"),
@@ -185,7 +185,7 @@ def plot_predictions(
 def plot_weights(backtest: Backtest, ax) -> None:
     """The blend's weights ρ_t over A, B, C, D as a stacked area (they sum to one)."""
     weights = np.asarray(backtest.telemetry["weights"])
-    ax.stackplot(time_axis(backtest), weights.T, labels=BRANCH_NAMES, alpha=0.85)
+    ax.stackplot(time_axis(backtest), weights.T, labels=BRANCH_LABELS, alpha=0.85)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("weight")
     ax.legend(fontsize=8, loc="upper left", ncol=4)
@@ -378,8 +378,9 @@ def write_report(
         "before its target only. Ratios are against the random walk (RW); directional "
         "accuracy counts the sign of the forecast change against the realised change."
     )
+    calibration = _calibration_lines(backtest)
     markdown = [f"# {title}", "", summary, "", _markdown_table(backtest), ""]
-    markdown += [f"- {line}" for line in _calibration_lines(backtest)]
+    markdown += [f"- {line}" for line in calibration]
     markdown += ["", "## Figures", ""]
     for name in FIGURES:
         markdown += [f"![{FIGURE_CAPTIONS[name]}]({name}.png)", "", FIGURE_CAPTIONS[name], ""]
@@ -392,9 +393,7 @@ def write_report(
         f"<figcaption>{html.escape(FIGURE_CAPTIONS[name])}</figcaption></figure>"
         for name in FIGURES
     )
-    calibration_items = "".join(
-        f"<li>{html.escape(line)}</li>" for line in _calibration_lines(backtest)
-    )
+    calibration_items = "".join(f"<li>{html.escape(line)}</li>" for line in calibration)
     paths["html"] = directory / "report.html"
     paths["html"].write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"

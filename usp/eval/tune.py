@@ -97,7 +97,7 @@ def tune(
     def objective(trial: Any) -> float:
         start = time.perf_counter()
         candidate = suggest_config(trial, base, space)
-        backtest = walk_forward(values, candidate, baselines=("naive",), **walk_forward_options)
+        backtest = walk_forward(values, candidate, baselines=(), **walk_forward_options)
         usp = backtest.metrics["usp"]
         rows.append(
             {

@@ -158,11 +158,10 @@ def ar1_forecasts(values: np.ndarray, index: np.ndarray, *, window: int) -> np.n
 
 @dataclass(frozen=True)
 class GarchFit:
-    """What the GARCH baseline did: refits, those that did not converge, and their cost."""
+    """What the GARCH baseline did: refits, those that did not converge, and on what scale."""
 
     n_fits: int
     n_not_converged: int
-    seconds: float
     on_log_returns: bool
 
 
@@ -216,7 +215,6 @@ def garch_forecasts(
     # steps[t] is the return ending at values[t + 1]: target i's origin is steps[i - 2].
     forecasts = np.empty(index.shape)
     n_fits = n_bad = 0
-    start = time.perf_counter()
     for first in range(0, len(index), refit_every):
         block = index[first : first + refit_every]
         fit_lo, fit_hi = block[0] - 1 - window, block[0] - 1  # the returns of values < block[0]
@@ -243,7 +241,7 @@ def garch_forecasts(
             forecasts[first : first + len(block)] = last * growth
         else:
             forecasts[first : first + len(block)] = last + scale * mean[origins]
-    return forecasts, GarchFit(n_fits, n_bad, time.perf_counter() - start, on_log_returns)
+    return forecasts, GarchFit(n_fits, n_bad, on_log_returns)
 
 
 @functools.lru_cache(maxsize=8)
