@@ -98,11 +98,11 @@ def test_heat_equation_relative_l2_below_two_percent(heat):
     error = relative_l2(net, dgm.heat_solution(t, x, args), t, x)
     assert error <= 0.02, error
     assert np.all(np.isfinite(np.asarray(history.loss_terms)))
-    # The loss fell by orders of magnitude: training, not luck of initialisation. (Two orders
-    # asked; measured about 1/500 with this seed's training points. An untrained or barely
-    # trained network stays within one order.)
+    # The loss fell by orders of magnitude: training, not luck of initialisation. Measured
+    # 1/510 with this seed's (float32-drawn) training points; 1/200 asked, with 2.5x headroom.
+    # An untrained or barely trained network stays within one order.
     terms = np.asarray(history.loss_terms).sum(axis=1)
-    assert terms[-100:].mean() < 1e-2 * terms[:10].mean()
+    assert terms[-100:].mean() < 5e-3 * terms[:10].mean()
 
 
 def test_training_is_deterministic():
