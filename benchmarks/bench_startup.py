@@ -44,7 +44,7 @@ from pathlib import Path
 from _timing import report
 
 CHILD = """
-import json, sys, time
+import json, statistics, sys, time
 from usp.api.runtime import (
     configure_numerics, count_compilations, enable_compilation_cache, warm_up,
 )
@@ -80,7 +80,7 @@ print(json.dumps({
     "warm_up_s": timings["total_s"],
     "warm_up_compiled": timings["compiled"],
     "first_tick_ms": 1e3 * ticks[0],
-    "steady_tick_ms": 1e3 * sorted(ticks[1:])[len(ticks[1:]) // 2],
+    "steady_tick_ms": 1e3 * statistics.median(ticks[1:]),
     "first_tick_compiled": after.compiled,
 }))
 """

@@ -58,6 +58,7 @@ from usp.api.types import MarketObservation  # noqa: E402
 from usp.core.step import _learned_tau, jko_step_from_config  # noqa: E402
 from usp.eval.throughput import (  # noqa: E402
     INCREMENT_STD,
+    TICK_NS,
     broadcast_states,
     per_call_seconds,
     percentiles_ms,
@@ -66,8 +67,6 @@ from usp.eval.throughput import (  # noqa: E402
 from usp.kernels.wtmm import holder_exponent, prepare_buffer  # noqa: E402
 
 HISTORY_LENGTH = 300
-TICK_NS = 1_000_000
-"""1 ms between ticks: well inside the Nyquist interval, so the gate never freezes."""
 BATCH_SIZES = (1, 64, 1024)
 FIT_HISTORY_SCRIPT = """
 import time, numpy as np, jax

@@ -31,6 +31,7 @@ from usp.api.types import MarketObservation
 
 INCREMENT_STD = 0.1
 TICK_NS = 1_000_000
+"""1 ms between ticks: well inside the Nyquist interval, so the tick gate never freezes."""
 
 
 def random_walk(rng: np.random.Generator, start: float, n: int) -> np.ndarray:
