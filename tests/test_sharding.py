@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ import pytest
 
 from usp.api.sharding import asset_mesh, check_divisible, n_assets, pad_assets, shard_states
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 N_ASSETS = 48
 """A multiple of 4 and 8; 45 of them, padded to 48, check the padding."""
 N_TICKS = 20
@@ -28,33 +30,20 @@ WHOLE_BATCH_RTOL = 1e-13
 
 WORKER = """
 import json, sys
-import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+import jax, numpy as np
+sys.path.insert(0, sys.argv[3])
+from bench_sharding import batch, normwise_gap, run  # the benchmark's own helpers
 from usp.api.predictor import FunctionalPredictor
 from usp.api.runtime import tree_digest
 from usp.api.sharding import asset_mesh, pad_assets, shard_states, sharded_step_batch
 
 n_assets, n_ticks = int(sys.argv[1]), int(sys.argv[2])
 fp = FunctionalPredictor()
-size = fp.config.wtmm_buffer_size
-rng = np.random.default_rng(7)
 # Full buffers of distinct random walks, so that every stage of the step (WTMM included) runs
 # on its own data per asset; each asset then gets its own prices.
-walks = 100.0 + np.cumsum(rng.normal(0.0, 0.5, (n_assets, size + n_ticks)), axis=1)
-states = eqx.tree_at(
-    lambda s: (s.buffer, s.n_filled),
-    fp.init_states(n_assets),
-    (jnp.asarray(walks[:, :size]), jnp.full(n_assets, size, jnp.int32)),
-)
-prices = walks[:, size:].T.copy()
+states, prices = batch(fp, n_assets, n_ticks, seed=7)
 prices[3, 5] = np.nan  # one rejected tick: the guarded path must agree too
 rows = lambda tree, lo, hi: jax.tree.map(lambda leaf: leaf[lo:hi], tree)
-
-def run(step, states, prices):
-    results = []
-    for tick in prices:
-        states, result, accepted = step(states, tick, tick)
-        results.append((result, accepted))
-    return jax.device_get((states, results))
 
 whole = run(fp.step_batch, states, prices)
 report = {"devices": jax.device_count()}
@@ -64,19 +53,13 @@ for n_devices in (4, 8):
     again = run(sharded_step_batch(fp, mesh), shard_states(states, mesh), prices)
     report[f"repeatable_{n_devices}"] = tree_digest(sharded) == tree_digest(again)
     report[f"bit_equal_{n_devices}"] = tree_digest(sharded) == tree_digest(whole)
-    gaps, flags = [], True
-    for got, want in zip(jax.tree.leaves(sharded), jax.tree.leaves(whole)):
-        if jnp.issubdtype(want.dtype, jnp.floating):
-            # normwise: the largest change of a leaf over its largest entry (NaN must meet NaN)
-            if not np.array_equal(np.isnan(got), np.isnan(want)):
-                gaps.append(np.inf)
-                continue
-            scale = max(float(np.nanmax(np.abs(want), initial=0.0)), np.finfo(float).tiny)
-            gaps.append(float(np.nanmax(np.abs(got - want), initial=0.0)) / scale)
-        elif want.dtype == bool:
-            flags &= bool(np.array_equal(got, want))
-    report[f"gap_{n_devices}"] = max(gaps)
-    report[f"flags_equal_{n_devices}"] = flags
+    # normwise: the largest change of a leaf over its largest entry (NaN must meet NaN)
+    report[f"gap_{n_devices}"] = normwise_gap(whole, sharded)
+    report[f"flags_equal_{n_devices}"] = all(
+        bool(np.array_equal(got, want))
+        for got, want in zip(jax.tree.leaves(sharded), jax.tree.leaves(whole))
+        if want.dtype == bool
+    )
 
 # 45 assets padded to 48 on 8 devices: their rows equal those of the 48-asset sharded run
 # (assets are independent, and the padded batch has the same shape: the same program).
@@ -98,7 +81,7 @@ print(json.dumps(report))
 def sharded_run():
     env = dict(os.environ, JAX_ENABLE_X64="1", XLA_FLAGS="--xla_force_host_platform_device_count=8")
     done = subprocess.run(
-        [sys.executable, "-c", WORKER, str(N_ASSETS), str(N_TICKS)],
+        [sys.executable, "-c", WORKER, str(N_ASSETS), str(N_TICKS), str(BENCHMARKS)],
         env=env,
         capture_output=True,
         text=True,
