@@ -129,12 +129,12 @@ def test_batch_with_one_bad_asset_affects_only_it(fitted):
 def test_batch_equals_per_asset_loop(fitted):
     """vmap changes no asset's result beyond floating-point reassociation.
 
-    Not bit for bit: XLA's CPU backend picks its kernels by shape, so one asset and a batch of
-    assets run different code for the same product or reduction. Measured on this backend: a
-    (32 x 32) batched matrix-vector product agrees with the single one, an elementwise
-    multiply-and-sum over the same rows does not, and ``x @ K`` agrees for batches of 1 and of
-    51 or more rows but not of 2 to 50. The results then differ in the last bits (≤ 2 ulp on
-    the forecast); the tolerance is 1e-13 relative and every flag must agree.
+    Not bit for bit, which XLA's CPU backend cannot give: it compiles each shape on its own, and
+    long sums, matrix products, the vector width (AVX-512 for a block, 256-bit for one asset) and
+    the fusion around an operation all change its rounding. Even a sequential ``lax.map`` of the
+    unbatched step is not bit-identical to the single-asset program (chapter 9 has the evidence).
+    The results differ in the last bits (≤ 2 ulp on the forecast); the tolerance is 1e-13
+    relative and every flag must agree.
     """
     fp = fitted.functional
     scales = np.array([1.0, 1.001, 0.999, 1.002])
