@@ -23,7 +23,7 @@ export USP_SIZE ?= ci
 help:
 	@echo "make demo    - set up from the lock and run the main job on bundled data"
 	@echo "make test    - set up and run every check CI runs"
-	@echo "make export  - regenerate usp/kernels and usp/core from notebooks/*.md"
+	@echo "make export  - regenerate the generated modules (usp/kernels, usp/core, ...) from notebooks/*.md"
 	@echo "make book    - build the offline HTML book in _build/html"
 	@echo "make bench   - run every benchmark with --quick"
 	@echo "make lock    - re-pin requirements.lock from pyproject.toml"
