@@ -8,13 +8,13 @@ is set before JAX starts). Both runs get the same states (full random-walk buffe
 parameters) and the same prices. Figures:
 
 - ``sharded_matches_unsharded``: 1 when every leaf of every tick's results, and the final states,
-  are equal bit for bit (SHA-256 over all leaves), else 0. Expect 0 on CPU: each device compiles
-  the program for its block shape and XLA's CPU backend picks kernels (the order of a sum) by
-  shape, so the last bits may differ. ``max_gap_results`` / ``max_gap_state``: the largest
-  change of a result (state) leaf over its largest entry. Rounding-level differences stay at
-  rounding level except where the algorithm amplifies them: the learned JKO time step log τ
-  takes an Adam step on a gradient that is often a near-cancellation, so its last bits can move
-  its fifth digit.
+  are equal bit for bit (SHA-256 over all leaves), else 0. Expect 0 on CPU: XLA's CPU backend
+  picks kernels (the order of a sum) by block shape, and a program partitioned over several
+  devices is simplified by a different pass pipeline, so the last bits may differ.
+  ``max_gap_results`` / ``max_gap_state``: the largest change of a result (state) leaf over its
+  largest entry. Rounding-level differences stay at rounding level except where the algorithm
+  amplifies them: the learned JKO time step log τ takes an Adam step on a gradient that is often
+  a near-cancellation, so its last bits can move its fifth digit.
 - ``sharded_speedup``: unsharded / sharded median wall time of one ``step_batch`` tick over
   ``assets`` assets (after a warm-up tick, ``block_until_ready``).
 - ``unsharded_tick_ms`` / ``sharded_tick_ms``, ``asset_steps_per_s_sharded``.

@@ -1,7 +1,8 @@
 """X-2: step_batch with the asset axis sharded over 4 and 8 (forced) CPU devices agrees with the
 unsharded step_batch to 1e-13 relative with every flag equal (not bit for bit: XLA:CPU picks
-kernels by shape, and a device's block is not the whole batch); a sharded run is repeatable bit
-for bit, and padding changes no real asset's bits. Plus host-side checks of the helpers.
+kernels by block shape, and simplifies a partitioned program differently, book/operations.md);
+a sharded run is repeatable bit for bit, and padding changes no real asset's bits. Plus
+host-side checks of the helpers.
 
 The sharded runs need a process started with ``--xla_force_host_platform_device_count=8``, so
 they run in one child process; 4-way sharding uses the first 4 of its 8 devices.

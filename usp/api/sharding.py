@@ -97,11 +97,12 @@ def sharded_step_batch(fp: FunctionalPredictor, mesh: Mesh) -> Callable[..., Any
     """``fp.step_batch`` compiled for ``mesh``: inputs and outputs split along the asset axis.
 
     The returned function takes ``(states, prices, targets, freeze=None)`` like
-    ``FunctionalPredictor.step_batch`` and returns what it returns, to rounding: each device
-    compiles ``step_batch`` for its own block shape, and XLA's CPU backend chooses
-    kernels (the order of a sum) by shape, so results may differ from one unsharded batch in the
-    last bits (tests/test_sharding.py: at most 1e-13 relative, every flag equal, on 4 and 8 CPU
-    devices; the learned JKO time step can amplify such differences, see book/operations.md).
+    ``FunctionalPredictor.step_batch`` and returns what it returns, to rounding: XLA's CPU
+    backend picks kernels (the order of a sum) by block shape, and compiles a program
+    partitioned over several devices through its SPMD pipeline, which simplifies it
+    differently, so results may differ from one unsharded batch in the last bits
+    (tests/test_sharding.py: at most 1e-13 relative, every flag equal, on 4 and 8 CPU devices;
+    the learned JKO time step can amplify such differences, see book/operations.md).
     Inputs not yet on the mesh are moved there; the asset count must be a multiple of
     ``mesh.size``. Each shape (asset count) compiles once, as for ``step_batch``.
     """
