@@ -25,6 +25,7 @@ from usp.api.runtime import (
     tree_digest,
     warm_up,
 )
+from usp.api.types import MarketObservation
 
 MEMORY_VARIABLES = (*_env.XLA_MEMORY_DEFAULTS, *_env.DEPRECATED_ALIASES.values())
 
@@ -137,6 +138,16 @@ def test_tree_digest_sees_every_bit_dtype_and_key():
     assert tree_digest(jnp.asarray(-0.0)) != tree_digest(jnp.asarray(0.0))
 
 
+def test_tree_digest_tells_key_implementations_apart():
+    """rbg and unsafe_rbg keys both hold four uint32 words: equal data, different keys."""
+    data = jnp.arange(4, dtype=jnp.uint32)
+    rbg = jax.random.wrap_key_data(data, impl="rbg")
+    unsafe = jax.random.wrap_key_data(data, impl="unsafe_rbg")
+    assert np.array_equal(jax.random.key_data(rbg), jax.random.key_data(unsafe))
+    assert tree_digest(rbg) != tree_digest(unsafe)
+    assert tree_digest(rbg) == tree_digest(jax.random.wrap_key_data(data, impl="rbg"))
+
+
 def test_warm_up_refuses_empty_batches():
     with pytest.raises(ValueError, match="batch sizes must be >= 1"):
         warm_up(FunctionalPredictor(), n_assets=(64, 0))
@@ -178,13 +189,23 @@ def test_the_exported_step_is_the_jitted_step_bit_for_bit(program_directory):
     assert tree_digest(exported) == tree_digest(jitted)
 
 
-def test_the_program_file_is_named_by_what_shapes_the_trace(program_directory):
+def test_the_program_file_is_named_by_what_shapes_the_trace(program_directory, monkeypatch):
     default = programs.program_path(program_directory, FunctionalPredictor())
     assert programs.program_path(program_directory, FunctionalPredictor()) == default
     other = FunctionalPredictor(PredictorConfig(cusum_h=4.0))
     assert programs.program_path(program_directory, other) != default
     untaught = FunctionalPredictor(learn_tau=False)
     assert programs.program_path(program_directory, untaught) != default
+    # The matmul precision is baked into every dot of the program (conftest sets 'highest').
+    fp = FunctionalPredictor()
+    with jax.default_matmul_precision("bfloat16"):
+        assert programs.program_path(program_directory, fp) != default
+    assert programs.program_path(program_directory, fp) == default
+    # So are the libraries the step calls while it is traced.
+    assert {"equinox", "optax", "ott-jax", "signax", "diffrax"} <= set(programs.TRACED_PACKAGES)
+    versions = programs.package_versions()
+    monkeypatch.setattr(programs, "package_versions", lambda: {**versions, "optax": "0.0.1"})
+    assert programs.program_path(program_directory, fp) != default
 
 
 def test_a_damaged_program_is_ignored_with_a_warning(program_directory):
@@ -194,3 +215,43 @@ def test_a_damaged_program_is_ignored_with_a_warning(program_directory):
     with pytest.warns(UserWarning, match="ignoring exported step"):
         fp = FunctionalPredictor()
     assert fp._exported is None and fp._step is fp._traced_step
+
+
+def _damaged_program(directory):
+    """A predictor whose exported-step file is garbage (it warned, and traces the step)."""
+    path = programs.program_path(directory, FunctionalPredictor())
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a StableHLO program")
+    with pytest.warns(UserWarning, match="ignoring exported step"):
+        fp = FunctionalPredictor()
+    assert fp._exported is None
+    return fp, path
+
+
+def test_warm_up_replaces_a_damaged_program(program_directory):
+    fp, path = _damaged_program(program_directory)
+    timings = warm_up(fp, n_assets=3, refit=False)
+    assert "export_step_s" in timings
+    # Its promise: the first real tick, alone or in a batch of a warmed size, compiles nothing.
+    state, states = fp.init_state(), fp.init_states(3)
+    with count_compilations() as count:
+        fp.step(state, MarketObservation(100.0, 100.0, 1))
+        fp.step_batch(states, np.full(3, 100.0), np.full(3, 100.0))
+    assert count.executables == 0
+    assert path.read_bytes() != b"not a StableHLO program"
+    repaired = FunctionalPredictor()
+    assert repaired._exported is not None and repaired._step is repaired._exported
+
+
+def test_export_step_forgets_a_damaged_load_and_reads_its_file_back(program_directory, monkeypatch):
+    fp, path = _damaged_program(program_directory)
+    assert programs.export_step(fp, program_directory) == path
+    assert isinstance(programs.load_step(fp, program_directory), programs.ExportedStep)
+
+    # A file that does not load right after it was written is an error, not a silent None.
+    def unreadable(*_):
+        raise ValueError("deserialisation failed")
+
+    monkeypatch.setattr(programs, "_read_step", unreadable)
+    with pytest.raises(RuntimeError, match="does not load back.*deserialisation failed"):
+        programs.export_step(fp, program_directory)

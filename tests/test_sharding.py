@@ -62,6 +62,11 @@ for n_devices in (4, 8):
         if want.dtype == bool
     )
 
+# States committed to one device (as an ExportedStep or device_put leaves them) are moved.
+one_device = jax.device_put(states, jax.devices()[0])
+moved = run(sharded_step_batch(fp, mesh), one_device, prices)
+report["one_device_inputs_moved"] = tree_digest(moved) == tree_digest(sharded)
+
 # 45 assets padded to 48 on 8 devices: their rows equal those of the 48-asset sharded run
 # (assets are independent, and the padded batch has the same shape: the same program).
 count = n_assets - 3
@@ -105,7 +110,8 @@ def test_sharded_equals_unsharded_to_rounding(sharded_run, n_devices):
     Not bit for bit (measured: the digests differ). Each device compiles the per-asset program
     for its block of 12 or 6 assets, and XLA's CPU backend picks kernels by shape, so a sum
     may be added in another order than in the batch of 48 (the same effect as
-    tests/test_step.py::test_batch_equals_per_asset_loop). A sharded run is itself repeatable
+    tests/test_step.py::test_batch_equals_per_asset_loop); a program partitioned over devices
+    is also simplified differently (book/operations.md). A sharded run is itself repeatable
     bit for bit. On other data the learned log τ can amplify such a last-bit change to ~1e-4
     relative (its Adam step normalises a near-cancelling gradient; bench_sharding reports it):
     this test pins the data, and a change that moves the gap here is worth a look.
@@ -120,6 +126,10 @@ def test_sharded_equals_unsharded_to_rounding(sharded_run, n_devices):
 
 def test_padded_batch_matches_on_the_real_assets(sharded_run):
     assert sharded_run["padded_45_of_48"] is True
+
+
+def test_inputs_on_one_device_are_moved_to_the_mesh(sharded_run):
+    assert sharded_run["one_device_inputs_moved"] is True
 
 
 # -- host-side helpers (this process: one CPU device) -------------------------------------------
@@ -139,6 +149,8 @@ def test_bad_inputs_are_refused():
         pad_assets({"x": jnp.zeros(3)}, 0)
     with pytest.raises(ValueError, match="disagree on the number of assets"):
         n_assets({"x": jnp.zeros(3), "y": jnp.zeros(4)})
+    with pytest.raises(ValueError, match="one is 0-d"):
+        n_assets({"x": jnp.zeros(3), "scalar": jnp.zeros(())})
     with pytest.raises(ValueError, match="no devices"):
         asset_mesh([])
     with pytest.raises(ValueError, match="pad_assets"):

@@ -4,6 +4,7 @@ fuzzing of the loader, and SIGKILL during writes.
 One predictor fitted on the bundled Merton series is shared by the module.
 """
 
+import os
 import struct
 import sys
 import threading
@@ -181,6 +182,67 @@ def test_a_checkpoint_due_during_a_write_is_skipped(fitted, tmp_path, monkeypatc
     assert [p.name for p in tmp_path.glob("checkpoint-*.usp")] == ["checkpoint-000000000001.usp"]
 
 
+def _checkpoints_written(directory, ticks, data: bytes) -> list[Path]:
+    """Checkpoint files named by ``ticks``, written in that order an hour ago, 1 s apart."""
+    written = time.time_ns() - 3600 * 10**9
+    paths = []
+    for n, tick_count in enumerate(ticks):
+        path = snap.checkpoint_path(directory, tick_count)
+        path.write_bytes(data)
+        os.utime(path, ns=(written + n * 10**9,) * 2)
+        paths.append(path)
+    return paths
+
+
+def test_a_cold_started_predictor_keeps_and_finds_its_new_checkpoint(fitted, sealed, tmp_path):
+    """After a cold start (or a rollback) the tick count in the names starts below the old
+    run's: checkpoints are ordered by when they were written, so the new one is kept, the
+    oldest is pruned, and the new one is what a restart restores."""
+    stale = _checkpoints_written(tmp_path, (5000, 5005), sealed)
+    predictor = UniversalPredictor(
+        functional=fitted.functional, clock=None, checkpoint_every=1, checkpoint_dir=tmp_path
+    )
+    predictor.state, predictor.last_result = fitted.state, fitted.last_result
+    predictor.step(obs(HISTORY + SNAPSHOT_TICK))
+    [status] = predictor.graceful_shutdown()
+    new = snap.checkpoint_path(tmp_path, 1)
+    assert status["ok"] and status["path"] == str(new)
+    assert sorted(tmp_path.glob("checkpoint-*.usp")) == [new, stale[1]]
+    assert snap.latest_checkpoint(tmp_path) == new
+    restored = UniversalPredictor.from_snapshot(new, functional=fitted.functional, clock=None)
+    assert same_bits(restored.state, predictor.state)
+    assert not same_bits(restored.state, fitted.state)
+
+
+def test_pruning_goes_by_write_time_and_leaves_temporary_files_alone(sealed, tmp_path):
+    in_flight = tmp_path / ".checkpoint-000000000040.usp.k3x9q1.tmp"  # another write, mid-way
+    in_flight.write_bytes(sealed[:100])
+    paths = _checkpoints_written(tmp_path, (30, 20, 10), sealed)  # a rollback: names go down
+    removed = snap.prune_checkpoints(tmp_path, keep=2)
+    assert in_flight.read_bytes() == sealed[:100]
+    assert removed == [paths[0]]
+    assert sorted(tmp_path.glob("checkpoint-*.usp")) == sorted(paths[1:])
+    assert snap.checkpoints_newest_first(tmp_path) == [paths[2], paths[1]]
+    assert snap.latest_checkpoint(tmp_path) == paths[2]
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        snap.prune_checkpoints(tmp_path, keep=0)
+
+
+def test_a_failed_step_after_the_write_is_reported(fitted, tmp_path):
+    """``ok`` means the write and its ``after`` step (checkpoint pruning) both succeeded."""
+    path = tmp_path / "after.usp"
+
+    def fail(_: Path) -> None:
+        raise PermissionError("cannot delete old checkpoints")
+
+    status = snap.write_snapshot(path, fitted._capture(), after=fail)
+    assert status["ok"] is False
+    assert status["error"] == "PermissionError: cannot delete old checkpoints"
+    # The file itself is durable and described.
+    assert status["bytes"] == path.stat().st_size
+    assert status["sha256"] == path.read_bytes()[-32:].hex()
+
+
 def test_emergency_dumps_share_the_container(fitted, tmp_path):
     from usp.io.dump import write_emergency_dump
 
@@ -189,6 +251,10 @@ def test_emergency_dumps_share_the_container(fitted, tmp_path):
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(IntegrityError, match="SHA-256"):
         read_emergency_dump(path)
+
+
+FUTURE = snap.SNAPSHOT_SCHEMA_VERSION + 1
+"""A schema this usp cannot know."""
 
 
 def _header(data: bytes) -> tuple:
@@ -216,7 +282,7 @@ def _body(data: bytes) -> bytes:
         (lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:], "SHA-256"),
         (lambda d: d[:-5] + bytes([d[-5] ^ 0x80]) + d[-4:], "SHA-256"),
         (lambda d: b"PK\x03\x04" + d[4:], "not a usp snapshot"),
-        (lambda d: _reseal(_body(d), version=2), "schema_version 2"),
+        (lambda d: _reseal(_body(d), version=FUTURE), f"schema_version {FUTURE}"),
         (lambda d: d[:12] + struct.pack("<Q", 2**63) + d[20:], "declares"),
     ],
 )
@@ -268,16 +334,30 @@ def test_wrong_payloads_with_valid_checksums_are_refused(sealed, fitted):
         },
         "host": {**payload, "host": {**payload["host"], "gate": {"last_price": "100"}}},
     }
+    # Right fields and types, values that would break every later tick.
+    gate = payload["host"]["gate"]
+    for field, value in [
+        ("increment_var", -1.0),
+        ("increment_var", float("inf")),
+        ("last_price", float("nan")),
+        ("increments_seen", -3),
+        ("outliers", [101.0, float("nan")]),
+        ("outliers", [101.0, 102.0, 103.0]),
+    ]:
+        host = {**payload["host"], "gate": {**gate, field: value}}
+        cases[f"gate {field}={value}"] = {**payload, "host": host}
+    before = fitted.state
     for name, bad in cases.items():
         data = _reseal(msgpack.packb(bad, use_bin_type=True))
         with pytest.raises(IntegrityError):
             fitted._restore(snap.open_snapshot(data, name), name)
+    assert fitted.state is before
 
 
 def test_huge_declared_or_actual_size_is_refused_before_reading(tmp_path):
     path = tmp_path / "huge.usp"
     with open(path, "wb") as out:  # sparse: no disk used
-        out.write(snap.HEADER.pack(snap.MAGIC, 1, 2**40))
+        out.write(snap.HEADER.pack(snap.MAGIC, snap.SNAPSHOT_SCHEMA_VERSION, 2**40))
         out.truncate(snap.MAX_SNAPSHOT_BYTES + 1)
     start = time.perf_counter()
     with pytest.raises(IntegrityError, match="exceeds"):

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -150,10 +150,20 @@ class FunctionalPredictor:
         """One tick for every asset. An asset whose price or target is not finite keeps its
         state bit for bit and is reported in ``accepted`` as False; the others are unaffected.
         """
+        return self._step_batch(*self.batch_inputs(states, prices, targets, freeze))
+
+    def batch_inputs(self, states, prices, targets, freeze=None) -> tuple:
+        """``step_batch``'s arguments as arrays of the state's dtype (``freeze``: bool), one
+        entry per asset, else ``ValueError``: a wrong length would broadcast or fail deep in
+        the trace, and another dtype would compile a second program."""
+        n_assets = states.buffer.shape[0]
         prices = jnp.asarray(prices, dtype=states.buffer.dtype)
         targets = jnp.asarray(targets, dtype=states.buffer.dtype)
-        freeze = jnp.zeros(prices.shape, bool) if freeze is None else jnp.asarray(freeze)
-        return self._step_batch(states, prices, targets, freeze)
+        freeze = jnp.zeros(n_assets, bool) if freeze is None else jnp.asarray(freeze, bool)
+        for name, value in (("prices", prices), ("targets", targets), ("freeze", freeze)):
+            if value.shape != (n_assets,):
+                raise ValueError(f"{name} has shape {value.shape}, expected ({n_assets},)")
+        return states, prices, targets, freeze
 
     def refit(self, state: PredictorState) -> PredictorState:
         """Slow path: every branch re-estimated on the state's buffer (one asset)."""
@@ -238,15 +248,27 @@ class FunctionalPredictor:
         return snap.from_record(payload["tree"], template, source)
 
 
+def _squared(x: float) -> float:
+    """x², inf when it overflows (Python's ``x ** 2`` raises OverflowError instead)."""
+    return x * x
+
+
+LEVEL_SHIFT_TICKS = 3
+"""Consecutive outliers, within the outlier bound of one another, that make a new price level."""
+
+
 @dataclass
 class TickGate:
     """Host-side checks of one asset's stream (API §4.2): what to drop, when to freeze.
 
     A tick is dropped (the predictor state is untouched) when its price or target is not
     finite, its timestamp is not after the last accepted one, or its price is more than
-    ``outlier_sigma`` increment-σ away from the last accepted price. Weights are frozen when
-    the tick is stale (latency > TTL, recovering only below ``hysteresis · TTL``) or when it
-    arrives later than the Nyquist interval after the previous one.
+    ``outlier_sigma`` increment-σ away from the last accepted price: a bad print. A lasting
+    move (a gap at the open, a split) also looks like that, so the ``LEVEL_SHIFT_TICKS``-th
+    consecutive outlier is accepted when those outliers lie within the same bound of one
+    another: the new level, not a lock-out. Weights are frozen when the tick is stale
+    (latency > TTL, recovering only below ``hysteresis · TTL``) or when it arrives later than
+    the Nyquist interval after the previous one.
     """
 
     config: PredictorConfig
@@ -257,6 +279,8 @@ class TickGate:
     degraded: bool = False
     min_increments: int = 20
     """No outlier test before this many increments: σ is not yet known."""
+    outliers: list[float] = field(default_factory=list)
+    """Prices of the outliers dropped since the last accepted tick (at most the last few)."""
 
     def rejection(self, obs: MarketObservation) -> str | None:
         """Why the tick must be dropped, or None."""
@@ -266,21 +290,44 @@ class TickGate:
         if self.last_timestamp_ns is not None and obs.timestamp_ns <= self.last_timestamp_ns:
             kind = "duplicate" if obs.timestamp_ns == self.last_timestamp_ns else "out-of-order"
             return f"{kind} timestamp {obs.timestamp_ns} (last {self.last_timestamp_ns})"
-        if self.last_price is not None and self.increments_seen >= self.min_increments:
-            sigma = math.sqrt(self.increment_var)
-            bound, center = self.config.outlier_sigma, self.last_price
-            if sigma > 0 and not obs.validate_domain(bound, sigma, center):
-                return f"outlier: |{price} - {center:.6g}| > {bound:g} x sigma {sigma:.3g}"
+        if self.last_price is not None and not math.isfinite(_squared(price - self.last_price)):
+            return f"price {price} is beyond floating-point range of the last {self.last_price}"
+        if self.is_outlier(obs) and not self.is_level_shift(price):
+            bound, sigma = self.config.outlier_sigma, math.sqrt(self.increment_var)
+            return f"outlier: |{price} - {self.last_price:.6g}| > {bound:g} x sigma {sigma:.3g}"
         return None
+
+    def is_outlier(self, obs: MarketObservation) -> bool:
+        """A finite price more than ``outlier_sigma`` increment-σ from the last accepted price
+        (tested once σ is known: after ``min_increments`` increments)."""
+        if self.last_price is None or self.increments_seen < self.min_increments:
+            return False
+        sigma = math.sqrt(self.increment_var)
+        bound, center = self.config.outlier_sigma, self.last_price
+        outside = not obs.validate_domain(bound, sigma, center)
+        return sigma > 0 and math.isfinite(obs.price) and outside
+
+    def is_level_shift(self, price: float) -> bool:
+        """Whether ``price`` completes a run of ``LEVEL_SHIFT_TICKS`` consecutive outliers
+        that lie within the outlier bound of one another."""
+        run = [*self.outliers, price][-LEVEL_SHIFT_TICKS:]
+        width = self.config.outlier_sigma * math.sqrt(self.increment_var)
+        return len(run) == LEVEL_SHIFT_TICKS and max(run) - min(run) <= width
+
+    def drop(self, obs: MarketObservation) -> None:
+        """Record a dropped tick: an outlier's price is kept to recognise a new level."""
+        if self.is_outlier(obs):
+            self.outliers = [*self.outliers, float(obs.price)][-(LEVEL_SHIFT_TICKS - 1) :]
 
     def accept(self, price: float, timestamp_ns: int | None = None) -> None:
         """Record an accepted price (EWMA of squared increments for the outlier σ)."""
         if self.last_price is not None:
-            increment_sq = (price - self.last_price) ** 2
+            increment_sq = _squared(price - self.last_price)
             alpha = max(self.config.volatility_alpha, 1.0 / (self.increments_seen + 1))
             self.increment_var = (1 - alpha) * self.increment_var + alpha * increment_sq
             self.increments_seen += 1
         self.last_price = price
+        self.outliers = []
         if timestamp_ns is not None:
             self.last_timestamp_ns = timestamp_ns
 
@@ -316,6 +363,7 @@ _GATE_FIELDS: dict[str, tuple[type, ...]] = {
     "increments_seen": (int,),
     "degraded": (bool,),
     "min_increments": (int,),
+    "outliers": (list,),
 }
 _HOST_FIELDS: dict[str, tuple[type, ...]] = {
     "gate": (dict,),
@@ -325,6 +373,29 @@ _HOST_FIELDS: dict[str, tuple[type, ...]] = {
     "accepted_ticks": (int,),
     "dropped_ticks": (int,),
 }
+
+
+def _check_gate(gate: dict, where: str) -> dict:
+    """A restored gate's fields, checked for sense: a checksum proves the bytes are the
+    writer's, not that the writer was right, and a negative variance or a NaN price would break
+    every later tick."""
+
+    def finite(x):
+        return isinstance(x, float) and math.isfinite(x)
+
+    problems = []
+    if gate["last_price"] is not None and not finite(gate["last_price"]):
+        problems.append(f"last_price {gate['last_price']!r} is not finite")
+    if not (finite(gate["increment_var"]) and gate["increment_var"] >= 0):
+        problems.append(f"increment_var {gate['increment_var']!r} is not finite and >= 0")
+    counts = ("increments_seen", "min_increments", "last_timestamp_ns")
+    if any((gate[name] or 0) < 0 for name in counts):
+        problems.append(f"a negative count or timestamp in {[gate[n] for n in counts]}")
+    if len(gate["outliers"]) >= LEVEL_SHIFT_TICKS or not all(map(finite, gate["outliers"])):
+        problems.append(f"outliers must be fewer than {LEVEL_SHIFT_TICKS} finite prices")
+    if problems:
+        raise IntegrityError(f"{where}: " + "; ".join(problems))
+    return gate
 
 
 class UniversalPredictor:
@@ -348,7 +419,7 @@ class UniversalPredictor:
         key: jax.Array | None = None,
         clock: Callable[[], int] | None = time.time_ns,
         emergency_dump_dir: str | Path | None = None,
-        learn_tau: bool = True,
+        learn_tau: bool | None = None,
         on_event: Callable[[NormalOperationRestoredEvent], None] | None = None,
         functional: FunctionalPredictor | None = None,
         checkpoint_every: int | None = None,
@@ -356,7 +427,16 @@ class UniversalPredictor:
         checkpoint_keep: int = 2,
     ):
         """``functional`` shares an existing compiled predictor (and its config) instead of
-        building one: many single-asset wrappers, one compile."""
+        building one: many single-asset wrappers, one compile. ``learn_tau`` defaults to True;
+        with ``functional``, ``config`` and ``learn_tau`` may be given only if they agree."""
+        if functional is not None:
+            if config is not None and config != functional.config:
+                raise ValueError("config differs from the config of the functional predictor")
+            if learn_tau is not None and learn_tau != functional.learn_tau:
+                raise ValueError(
+                    f"learn_tau={learn_tau} disagrees with the functional predictor's "
+                    f"learn_tau={functional.learn_tau}"
+                )
         if (checkpoint_every is None) != (checkpoint_dir is None):
             raise ValueError("checkpoint_every and checkpoint_dir go together")
         if checkpoint_every is not None and not (
@@ -372,7 +452,9 @@ class UniversalPredictor:
         self.accepted_ticks = 0
         self.dropped_ticks = 0
         self._writer: snap.SnapshotWriter | None = None
-        self.functional = functional or FunctionalPredictor(config, learn_tau=learn_tau)
+        self.functional = functional or FunctionalPredictor(
+            config, learn_tau=True if learn_tau is None else learn_tau
+        )
         self.config = self.functional.config
         self.state = self.functional.init_state(key=key)
         self.gate = TickGate(self.config)
@@ -398,6 +480,13 @@ class UniversalPredictor:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise DomainError(f"history has non-finite values at positions {bad[:5].tolist()}")
+        with np.errstate(over="ignore"):
+            huge = np.flatnonzero(~np.isfinite(np.diff(values) ** 2))
+        if huge.size:
+            raise DomainError(
+                f"history has increments beyond floating-point range after positions "
+                f"{huge[:5].tolist()}"
+            )
         fp = self.functional
         # Every scan has the buffer's length, so one compiled scan serves the whole history.
         # The first len % size values only precede the buffer fill (their forecasts would be
@@ -408,11 +497,12 @@ class UniversalPredictor:
         state = fp.refit(state)
         for chunk in values[start + size :].reshape(-1, size):
             state, result = fp.run(state, chunk)
-        self.state = fp.refit(state) if len(values) >= start + 2 * size else state
+        state = fp.refit(state) if len(values) >= start + 2 * size else state
         last = jax.tree.map(lambda x: x[-1], result)
+        gate = replace(self.gate)  # a copy: nothing changes unless the whole fit succeeds
         for price in values:
-            self.gate.accept(float(price))
-        self.last_result = last
+            gate.accept(float(price))
+        self.state, self.gate, self.last_result = state, gate, last
         stable = bool(last.sinkhorn_converged) and float(last.cusum_drift) < self.config.cusum_h
         if not stable:
             logger.warning("fit_history: cold start ended without stable convergence")
@@ -426,18 +516,26 @@ class UniversalPredictor:
         reason = self.gate.rejection(obs)
         if reason is not None:
             logger.error("tick dropped: %s", reason)
+            self.gate.drop(obs)
             self.dropped_ticks += 1
             if self.last_result is None:
                 raise DomainError(f"tick dropped ({reason}) and there is no previous result")
             return self.last_result
+        if self.gate.is_outlier(obs):
+            logger.warning(
+                "price level shift accepted: %d consecutive ticks near %g, last accepted %g",
+                LEVEL_SHIFT_TICKS, float(obs.price), self.gate.last_price,
+            )  # fmt: skip
         freeze = self._freeze(obs)
         self.state, result, _ = self.functional._step(
             self.state, float(obs.price), float(obs.target), bool(freeze)
         )
+        # Commit the whole tick before any side channel (warnings, dumps, checkpoints) runs:
+        # if one of them fails, the tick is still in the state, not half-applied.
         self.gate.accept(float(obs.price), obs.timestamp_ns)
-        self._raise_flags(result, obs.timestamp_ns)
         self.last_result = result
         self.accepted_ticks += 1
+        self._raise_flags(result, obs.timestamp_ns)
         if self.checkpoint_every and self.accepted_ticks % self.checkpoint_every == 0:
             self._checkpoint()
         return result
@@ -522,6 +620,7 @@ class UniversalPredictor:
         tree = self.functional.decode_snapshot(payload, source)
         host = snap.expect_fields(payload["host"], _HOST_FIELDS, f"{source}: host")
         gate = snap.expect_fields(host["gate"], _GATE_FIELDS, f"{source}: gate")
+        _check_gate(gate, f"{source}: gate")
         edges = snap.expect_fields(
             host["edges"], {f: (bool,) for f in asdict(_FlagEdges())}, f"{source}: edges"
         )
@@ -557,7 +656,10 @@ class UniversalPredictor:
                 self.events.append(event)
                 logger.info("normal operation restored: %s", event)
                 if self.on_event is not None:
-                    self.on_event(event)
+                    try:
+                        self.on_event(event)
+                    except Exception:  # the caller's handler must not cost the tick
+                        logger.exception("on_event handler failed for %s", event)
         sparse = self.gate.is_sparse(obs.timestamp_ns)
         if sparse:
             gap = obs.timestamp_ns - (self.gate.last_timestamp_ns or 0)
@@ -570,19 +672,16 @@ class UniversalPredictor:
         return stale or sparse
 
     def _raise_flags(self, result: PredictionResult, timestamp_ns: int) -> None:
+        """Warnings and the emergency dump on each flag's rising edge (the edges are recorded
+        first: a warning turned into an error must not make the next tick warn again)."""
         emergency = bool(result.emergency_mode)
         collapse = bool(result.mode_collapse_warning)
         kurtosis = bool(result.kurtosis_alert)
-        edges = self._edges
+        edges, self._edges = self._edges, _FlagEdges(emergency, collapse, kurtosis)
         if emergency and not edges.emergency:
             logger.error("emergency mode: Hölder exponent %.3f", float(result.holder_exponent))
             if self.emergency_dump_dir is not None:
-                from usp.io.dump import write_emergency_dump
-
-                path = write_emergency_dump(
-                    self.emergency_dump_dir, result, self.config, timestamp_ns
-                )
-                self.dumps.append(path)
+                self._dump(result, timestamp_ns)
         if collapse and not edges.mode_collapse:
             warnings.warn(
                 "DGM entropy collapsed: branch B off until refit",
@@ -597,7 +696,18 @@ class UniversalPredictor:
                 KurtosisOutlierWarning,
                 stacklevel=3,
             )
-        self._edges = _FlagEdges(emergency, collapse, kurtosis)
+
+    def _dump(self, result: PredictionResult, timestamp_ns: int) -> None:
+        """The emergency dump; a failed write (a full disk) is logged, never raised: the dump
+        is a diagnostic, and the tick it describes is already committed."""
+        from usp.io.dump import write_emergency_dump
+
+        try:
+            path = write_emergency_dump(self.emergency_dump_dir, result, self.config, timestamp_ns)
+        except OSError as error:
+            logger.error("emergency dump not written: %s", error)
+            return
+        self.dumps.append(path)
 
 
 __all__ = [

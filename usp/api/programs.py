@@ -14,11 +14,13 @@ program itself (StableHLO). A process that finds the step's exported program des
     ...                             # later processes: fp.step runs the exported program
 
 An exported program is only valid for the code and settings it was traced with, so its file
-name is a digest of everything that shapes the trace: every source file of ``usp``, the JAX
-and jaxlib versions, the backend, x64, the config, ``learn_tau`` and the state's layout. Any
-change is a different file, never a stale program. Results are bit-identical to the jitted
-step (same program, same compiler: ``tests/test_runtime.py``). Files are written atomically;
-one that fails to load is reported with a warning and the step is traced as usual. Like JAX's
+name is a digest of everything that shapes the trace: every source file of ``usp``, the versions
+of JAX, jaxlib and of every library the step's code calls while it is traced (``TRACED_PACKAGES``),
+the backend, the JAX settings baked into the program (x64, the default matmul precision, the
+PRNG), the config, ``learn_tau`` and the state's layout. Any change is a different file, never a
+stale program. Results are bit-identical to the jitted step (same program, same compiler:
+``tests/test_runtime.py``). Files are written atomically; one that fails to load is reported
+with a warning and the step is traced as usual, and ``warm_up`` writes it again. Like JAX's
 compilation cache, the directory holds programs that will be run: keep it as private as the
 code.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -35,11 +38,35 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 
 from usp.io.snapshot import write_atomic
 
 PROGRAM_SUFFIX = ".step.jaxexport"
+TRACED_PACKAGES = (
+    "jax",
+    "jaxlib",
+    "equinox",
+    "optax",
+    "ott-jax",
+    "signax",
+    "diffrax",
+    "lineax",
+    "numpy",
+    "scipy",
+)
+"""Distributions whose code runs while the step is traced, so their versions shape the program:
+the branches' solvers and optimisers, and NumPy/SciPy, which compute constants and sizes at
+trace time (``scipy.fft.next_fast_len`` fixes the WTMM's FFT length). All are required
+dependencies. jaxtyping is not listed: its annotations (and, under the tests' import hook, its
+checks) run in Python and add no operation to the program."""
+TRACED_SETTINGS = (
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+    "jax_default_prng_impl",
+    "jax_threefry_partitionable",
+)
+"""JAX settings read while tracing and baked into the program: dtypes, the precision of every
+dot and convolution, and how random bits are drawn."""
 
 _directory: Path | None = None
 _loaded: dict[Path, ExportedStep | None] = {}
@@ -67,14 +94,21 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    """The installed version of each of ``TRACED_PACKAGES`` (all required: a missing one raises
+    ``importlib.metadata.PackageNotFoundError``)."""
+    return {name: importlib.metadata.version(name) for name in TRACED_PACKAGES}
+
+
 def program_path(directory: str | Path, fp: Any) -> Path:
     """Where ``fp``'s exported step lives in ``directory`` (a digest of what shapes its trace)."""
     identity = {
         "source": source_digest(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
+        "versions": package_versions(),
         "backend": jax.default_backend(),
-        "x64": bool(jax.config.jax_enable_x64),
+        # str(): the precision may be None, a string or a jax.lax.Precision.
+        "settings": {name: str(getattr(jax.config, name)) for name in TRACED_SETTINGS},
         "config": fp.config.to_dict(),
         "learn_tau": fp.learn_tau,
         "state": [
@@ -104,7 +138,11 @@ def _flat_step(fp: Any) -> tuple[Callable[..., Any], list[jax.ShapeDtypeStruct]]
 
 
 def export_step(fp: Any, directory: str | Path) -> Path:
-    """Trace ``fp``'s single-asset step once more and write its exported program."""
+    """Trace ``fp``'s single-asset step once more, write its exported program (replacing a
+    damaged one) and read it back: the file is the one that ``load_step`` then returns.
+
+    Raises ``RuntimeError`` if the file just written does not load.
+    """
     from jax import export
 
     flat, specs = _flat_step(fp)
@@ -112,6 +150,15 @@ def export_step(fp: Any, directory: str | Path) -> Path:
     path = program_path(directory, fp)
     Path(directory).mkdir(parents=True, exist_ok=True)
     write_atomic(path, bytes(exported.serialize()))
+    # Forget what an earlier load of this path gave (None for a damaged file): the file is new.
+    _loaded.pop(path, None)
+    try:
+        _loaded[path] = _read_step(path, fp)
+    except Exception as error:
+        raise RuntimeError(
+            f"the step exported to {path} does not load back ({error!r:.200}): the directory "
+            "or this JAX cannot round-trip exported programs; predictors will trace the step"
+        ) from error
     return path
 
 
@@ -156,30 +203,38 @@ def result_like(avals: Sequence[Any]) -> Any:
 
 def load_step(fp: Any, directory: str | Path) -> ExportedStep | None:
     """``fp``'s exported step from ``directory``; None if there is none (or it fails to load,
-    with a warning): the caller then traces the step as usual.
+    with a warning, remembered until ``export_step`` rewrites it): the caller then traces the
+    step as usual.
 
     Each file is loaded once per process and shared, as ``_compiled`` shares the traced step:
     a thousand predictors with one config compile it once, not a thousand times.
     """
-    from jax import export
-
     path = program_path(directory, fp)
     if path not in _loaded:
         if not path.is_file():
             return None  # not remembered: warm_up may write it later
         try:
-            _loaded[path] = ExportedStep(export.deserialize(bytearray(path.read_bytes())), fp)
+            _loaded[path] = _read_step(path, fp)
         except Exception as error:  # a damaged cache file must never stop the predictor
             warnings.warn(f"ignoring exported step {path}: {error!r:.200}", stacklevel=2)
-            _loaded[path] = None
+            _loaded[path] = None  # until export_step writes it again (warm_up does)
     return _loaded[path]
+
+
+def _read_step(path: Path, fp: Any) -> ExportedStep:
+    from jax import export
+
+    return ExportedStep(export.deserialize(bytearray(path.read_bytes())), fp)
 
 
 __all__ = [
     "PROGRAM_SUFFIX",
+    "TRACED_PACKAGES",
+    "TRACED_SETTINGS",
     "ExportedStep",
     "export_step",
     "load_step",
+    "package_versions",
     "program_directory",
     "program_path",
     "result_like",

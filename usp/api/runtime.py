@@ -155,9 +155,10 @@ def warm_up(
     of a state trains the DGM branch long, later ones warm-start with fewer steps, two programs);
     ``step`` with Python-float prices (what ``FunctionalPredictor.step`` and
     ``UniversalPredictor.step`` pass), exported to the compilation cache's ``programs``
-    directory when ``enable_compilation_cache`` was called and it is not there yet (a later
-    process then skips tracing it, ``usp.api.programs``); ``step_batch`` at each batch size in
-    ``n_assets`` (compile per size: give the bucket sizes the service pads its batches to).
+    directory when ``enable_compilation_cache`` was called and no loadable program is there
+    (missing or damaged: a later process then skips tracing it, ``usp.api.programs``);
+    ``step_batch`` at each batch size in ``n_assets`` (compile per size: give the bucket sizes
+    the service pads its batches to).
 
     ``refit=False`` skips the branch fits (seconds of DGM training on a CPU): for a service that
     restores fitted states and refits later, off the tick path.
@@ -192,16 +193,18 @@ def warm_up(
         jax.block_until_ready(result)
         timings["step_s"] = time.perf_counter() - start
         directory = programs.program_directory()
-        if directory is not None and not programs.program_path(directory, fp).is_file():
+        # Missing, or damaged (load_step warns and gives None): export it, replacing the file.
+        if directory is not None and programs.load_step(fp, directory) is None:
             start = time.perf_counter()
-            programs.export_step(fp, directory)
-            # Read it back and run it once: its executable joins the compilation cache. Carry
-            # on from its state, committed to the device as in a process that starts from the
-            # exported step, so the batch programs below compile for the inputs they will get.
+            programs.export_step(fp, directory)  # raises if the new file does not load back
+            # Run it once: its executable joins the compilation cache.
             exported = programs.load_step(fp, directory)
-            state, result, _ = exported(state, price, price, False)
-            jax.block_until_ready(result)
+            assert exported is not None  # export_step read it back
+            jax.block_until_ready(exported(state, price, price, False))
             timings["export_step_s"] = time.perf_counter() - start
+        # Batches from an uncommitted state, as init_states, state_from_bytes and step_batch's
+        # own outputs give them (a batch committed to a device by jax.device_put, or stacked
+        # from the exported step's committed states, is another program: one more compile).
         for size in sizes:
             states = jax.tree.map(
                 lambda leaf, n=size: jnp.broadcast_to(leaf, (n, *leaf.shape)), state
@@ -221,11 +224,14 @@ def tree_digest(tree: Any) -> str:
     """SHA-256 of a pytree: its structure, then each leaf's dtype, shape and bytes in order.
 
     Two pytrees have the same digest exactly when they are equal bit for bit (NaN payloads and
-    signed zeros included). Typed PRNG keys are hashed through their key data.
+    signed zeros included). Typed PRNG keys are hashed through their key type (the PRNG
+    implementation, e.g. ``key<fry>``) and their key data: keys of two implementations differ
+    even where their data agree.
     """
     digest = hashlib.sha256(str(jax.tree.structure(tree)).encode())
     for leaf in jax.tree.leaves(tree):
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            digest.update(str(leaf.dtype).encode())
             leaf = jax.random.key_data(leaf)
         array = np.ascontiguousarray(np.asarray(leaf))
         digest.update(f"{array.dtype.str}{array.shape}".encode())

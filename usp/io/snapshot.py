@@ -38,8 +38,9 @@ logger = logging.getLogger("usp")
 MAGIC = b"\x89USP\r\n\x1a\n"
 """First 8 bytes of every file. The high-bit first byte catches 7-bit transfers, CR LF catches
 newline translation, and ``\\x1a`` stops a Windows ``type`` (the recipe of PNG's signature)."""
-SNAPSHOT_SCHEMA_VERSION = 1
-"""Version of the layout and of the payload's fields; any change to either bumps it."""
+SNAPSHOT_SCHEMA_VERSION = 2
+"""Version of the layout and of the payload's fields; any change to either bumps it.
+(2: the host record's tick gate keeps the prices of its recent outliers.)"""
 HEADER = struct.Struct("<8sIQ")
 """magic, schema_version (uint32), payload length (uint64); little-endian, 20 bytes."""
 DIGEST_BYTES = 32
@@ -422,16 +423,19 @@ def write_snapshot(
 ) -> dict[str, Any]:
     """Encode, hash and atomically write; report the outcome as a status dict, never raise.
 
-    ``after(path)`` runs once the file is durable (checkpoint pruning uses it).
+    ``after(path)`` runs once the file is durable (checkpoint pruning uses it). ``ok`` is True
+    only when the write and ``after`` both succeeded; ``bytes`` and ``sha256`` are set as soon
+    as the file is durable, so a failed ``after`` reads ``ok=False`` with them set and ``error``.
     """
     start = time.perf_counter()
     status: dict[str, Any] = {"path": str(path), "ok": False, "bytes": 0, "sha256": None}
     try:
         data = encode(snapshot)
         write_atomic(path, data)
-        status.update(ok=True, bytes=len(data), sha256=data[-DIGEST_BYTES:].hex())
+        status.update(bytes=len(data), sha256=data[-DIGEST_BYTES:].hex())
         if after is not None:
             after(Path(path))
+        status["ok"] = True
     except Exception as error:  # a full disk must not kill the worker or the caller
         status["error"] = f"{type(error).__name__}: {error}"
         logger.error("snapshot %s failed: %s", path, status["error"])
@@ -443,7 +447,8 @@ class SnapshotWriter:
     """Encodes, hashes and writes snapshots on one background thread, in submission order.
 
     ``submit`` returns at once with a ``Future`` whose result is the status dict of
-    :func:`write_snapshot`: ``path, ok, bytes, sha256, seconds`` (and ``error`` on failure).
+    :func:`write_snapshot`: ``path, ok, bytes, sha256, seconds`` (and ``error`` when the write
+    or the ``after`` step failed).
     """
 
     def __init__(self) -> None:
@@ -473,24 +478,44 @@ CHECKPOINT_PATTERN = "checkpoint-*.usp"
 
 
 def checkpoint_path(directory: str | Path, ticks: int) -> Path:
-    """``checkpoint-<ticks, 12 digits>.usp``: names sort in the order they were taken."""
+    """``checkpoint-<ticks, 12 digits>.usp``; see :func:`checkpoints_newest_first` for why the
+    name does not say which checkpoint is the newest."""
     return Path(directory) / f"checkpoint-{ticks:012d}.usp"
 
 
+def checkpoints_newest_first(directory: str | Path) -> list[Path]:
+    """The checkpoints in ``directory``, the most recently written first.
+
+    By modification time, not by name (the tick count restarts after a cold start and goes
+    back after a rollback), nor by the payload's ``created_ns``: that would mean reading and
+    verifying every file on every prune, and a damaged file has no time one can trust, while
+    ``st_mtime_ns`` costs one ``stat`` and exists for every file. Equal times (a file system
+    with a coarse clock) fall back to the name, which orders the checkpoints of one run.
+    """
+    found = []
+    for path in Path(directory).glob(CHECKPOINT_PATTERN):
+        try:
+            found.append((path.stat().st_mtime_ns, path.name, path))
+        except FileNotFoundError:  # removed since the glob
+            continue
+    return [path for _, _, path in sorted(found, reverse=True)]
+
+
 def prune_checkpoints(directory: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints, and temporary files a crash left."""
-    directory = Path(directory)
-    removed = sorted(directory.glob(CHECKPOINT_PATTERN))[:-keep]
-    removed += list(directory.glob(".checkpoint-*.tmp"))
+    """Delete all but the ``keep`` most recently written checkpoints; returns what it deleted.
+    Temporary files are left alone: one may be another write in flight."""
+    if keep < 1:
+        raise ValueError(f"prune_checkpoints: keep must be >= 1, got {keep}")
+    removed = checkpoints_newest_first(directory)[keep:]
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The newest checkpoint in ``directory`` that verifies, or None. A corrupted newest file
-    (bit rot, a disk that lied about fsync) falls back to the one before it."""
-    for path in sorted(Path(directory).glob(CHECKPOINT_PATTERN), reverse=True):
+    """The most recently written checkpoint in ``directory`` that verifies, or None. A corrupted
+    newest file (bit rot, a disk that lied about fsync) falls back to the one before it."""
+    for path in checkpoints_newest_first(directory):
         try:
             read_snapshot(path)
         except IntegrityError as error:
