@@ -118,17 +118,26 @@ def arl_figures(n_runs: int) -> dict[str, float]:
     return figures
 
 
-def nile_figures() -> dict[str, int]:
+def nile_figures() -> dict[str, int | bool | None]:
+    """The first CUSUM alarm on the errors of a frozen 20-year mean of the Nile, the onset it
+    dates, and the documented change point. With no alarm, the alarm and onset years are None
+    (``np.argmax`` of an all-False array is 0: it would report the first year)."""
     nile = load_series("nile")
     flow, years = np.asarray(nile.values), nile.index.astype(int)
     forecasts = np.array([flow[: min(t, 20)].mean() for t in range(1, len(flow))])
     _, out = CusumDetector.from_config(PredictorConfig()).run(jnp.asarray(flow[1:] - forecasts))
-    first = int(np.argmax(np.asarray(out.alarm)))
-    return {
-        "nile_alarm_year": int(years[1:][first]),
-        "nile_onset_year": int(years[1:][first] - int(out.onset_lag[first]) + 1),
+    alarms = np.asarray(out.alarm)
+    figures: dict[str, int | bool | None] = {
+        "nile_alarmed": bool(alarms.any()),
+        "nile_alarm_year": None,
+        "nile_onset_year": None,
         "nile_change_point_year": int(nile.metadata["parameters"]["change_point_year"]),
     }
+    if alarms.any():
+        first = int(np.argmax(alarms))
+        figures["nile_alarm_year"] = int(years[1:][first])
+        figures["nile_onset_year"] = int(years[1:][first] - int(out.onset_lag[first]) + 1)
+    return figures
 
 
 def timing_figures(quick: bool) -> dict[str, float]:

@@ -70,6 +70,8 @@ def series_csv(tmp_path) -> Path:
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["demo", "--dataset", "nope"], "unknown series 'nope'"),
         (["demo", "--dataset", "nile"], "walk-forward needs more than train_size + 1 = 257"),
+        (["backtest", "--dataset", "ou", "--folds", "0"], "n_folds must be at least 1, got 0"),
+        (["backtest", "--dataset", "ou", "--test-size", "0"], "test_size must be at least 1"),
     ],
 )
 def test_usage_errors_are_one_line(capsys, argv, message):

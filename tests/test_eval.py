@@ -8,14 +8,18 @@ start trains the DGM network).
 
 import math
 
+import jax
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pytest
 from arch import arch_model
 from hypothesis import given, settings
 from hypothesis import strategies as hs
+from scipy.stats import norm
 
-from usp.api import DomainError, PredictorConfig
+from usp.api import DomainError, FunctionalPredictor, PredictorConfig
 from usp.eval import (
     BASELINES,
     SEARCH_SPACE,
@@ -32,6 +36,7 @@ from usp.eval import (
     tune,
     walk_forward,
 )
+from usp.eval.report import FIGURES, write_report
 from usp.eval.tune import suggest_config
 from usp.eval.walk_forward import coverage, diebold_mariano, gaussian_interval, mae, rmse
 
@@ -134,6 +139,40 @@ def test_garch_matches_arch_forecasts_with_fixed_parameters():
         assert forecast == pytest.approx(oracle, rel=1e-10)
 
 
+def test_garch_refit_blocks_never_span_two_folds():
+    # 25 targets per fold, refits every 10: blocks of 10, 10, 5 in each fold; cut over the
+    # flattened targets instead, the third block would run from fold 0 into fold 1.
+    window, refit_every = 64, 10
+    values = price_path(13, window + 1 + 3 * 25)
+    folds = make_folds(len(values), train_size=window, test_size=25)
+    by_fold, fit = garch_forecasts(
+        values, folds.target_index, window=window, refit_every=refit_every
+    )
+    assert by_fold.shape == (3, 25) and fit.n_fits == 3 * 3
+    for k, targets in enumerate(folds.target_index):  # each fold as if it were alone
+        alone, _ = garch_forecasts(values, targets, window=window, refit_every=refit_every)
+        assert np.array_equal(by_fold[k], alone), k
+    # Fold 1's first target: arch's own forecast from a fit on the `window` returns ending at
+    # its first test tick a_1 - 1.
+    a1 = int(folds.first_targets[1])
+    returns = 100 * np.diff(np.log(values))
+    own = (
+        arch_model(returns[a1 - 1 - window : a1 - 1], mean="AR", lags=1, vol="GARCH", p=1, q=1,
+                   rescale=False).fit(disp="off").forecast(horizon=1, reindex=False)
+    )  # fmt: skip
+    mean, variance = own.mean.iloc[-1, 0], own.variance.iloc[-1, 0]
+    oracle = values[a1 - 1] * math.exp(mean / 100 + variance / 2e4)
+    assert by_fold[1, 0] == pytest.approx(oracle, rel=1e-10)
+    # The flattened layout gives that target a fit made inside fold 0: a different forecast.
+    flat, flat_fit = garch_forecasts(
+        values, folds.target_index.reshape(-1), window=window, refit_every=refit_every
+    )
+    assert flat_fit.n_fits == 8 and flat[25] != by_fold[1, 0]
+    # walk_forward's dispatcher uses the per-fold blocks.
+    forecasts, details = baseline_forecasts("garch", values, folds, garch_refit_every=refit_every)
+    assert np.array_equal(forecasts, by_fold.reshape(-1)) and details["garch_fits"] == 9
+
+
 def test_garch_refuses_a_log_series_that_turns_non_positive():
     values = np.r_[price_path(6, 400), -1.0, 2.0]
     with pytest.raises(DomainError, match="non-positive at position 400"):
@@ -194,7 +233,8 @@ def test_no_baseline_looks_ahead(seed, offset):
     for name in BASELINES:
 
         def forecast(series, name=name):
-            return baseline_forecasts(name, series, folds, garch_refit_every=24)[0]
+            # 10 does not divide 24: each fold ends on a short block.
+            return baseline_forecasts(name, series, folds, garch_refit_every=10)[0]
 
         assert look_ahead_leaks(forecast, values, index, cut, seed=seed).size == 0, name
 
@@ -244,7 +284,6 @@ def test_backtest_record_is_aligned_and_complete(backtests):
     assert np.array_equal(bt.previous, SERIES[bt.index - 1])
     assert np.array_equal(bt.timestamps, bt.index + 1900)
     assert set(bt.forecasts) == {"usp", "naive", "ewma", "ar1", "garch", "A", "B", "C", "D"}
-    assert np.array_equal(bt.forecasts["usp"], bt.telemetry["predicted_next"])
     assert bt.telemetry["weights"].shape == (2 * TEST, 4)
     assert np.allclose(bt.telemetry["weights"].sum(axis=1), 1.0, atol=1e-9)
     # The blend is the weighted branches (the weights reported are the ones used).
@@ -254,10 +293,63 @@ def test_backtest_record_is_aligned_and_complete(backtests):
     lo90, hi90 = bt.intervals["90%"].T
     lo50, hi50 = bt.intervals["50%"].T
     assert np.all(lo90 <= lo50) and np.all(hi50 <= hi90)
-    assert 0.0 <= bt.metrics["usp"]["coverage_90"] <= 1.0
+    # Eq. coverage: forecast -/+ z sigma, sigma the predictive scale known at the tick before.
+    scale = bt.telemetry["predictive_scale"]
+    assert np.all(np.isfinite(scale) & (scale > 0))
+    for label, level in (("50%", 0.5), ("80%", 0.8), ("90%", 0.9), ("95%", 0.95)):
+        lo, hi = bt.intervals[label].T
+        np.testing.assert_allclose((lo + hi) / 2, bt.forecasts["usp"], rtol=1e-13, atol=0)
+        np.testing.assert_allclose((hi - lo) / 2, norm.ppf(0.5 + level / 2) * scale, rtol=1e-10)
+        inside = np.abs(bt.realised - bt.forecasts["usp"]) <= norm.ppf(0.5 + level / 2) * scale
+        assert bt.metrics["usp"][f"coverage_{label[:-1]}"] == pytest.approx(
+            inside.mean(), abs=0.5 / TEST
+        )
     assert bt.metrics["naive"]["rmse_over_naive"] == 1.0
     assert set(bt.seconds) == {"usp", *BASELINES} and bt.settings["n_folds"] == 2
     assert calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == list(range(1, len(calls) + 1))
+
+
+def test_fold_zero_replicated_without_vmap(backtests):
+    """Fold 0 rebuilt from the public functional API, one state, no vmap: cold state seeded
+    by its first target, a run over its training window, the refit, then its test ticks. Row
+    j of the backtest must be the forecast made at tick a_0 - 1 + j of values[a_0 + j]; a
+    forecast shifted by one tick would differ by a whole price move."""
+    bt, _, _ = backtests
+    config = PredictorConfig()
+    fp = FunctionalPredictor(config)
+    first = TRAIN + 1  # a_0
+    assert TRAIN == config.wtmm_buffer_size  # one training chunk, so one refit after it
+    state = fp.init_state(key=jax.random.fold_in(jax.random.key(config.seed), first))
+    state, _ = fp.run(state, SERIES[first - 1 - TRAIN : first - 1])  # W_0
+    state = fp.refit(state)
+    ticks = SERIES[first - 1 : first - 1 + TEST]  # a_0 - 1, ..., a_0 + T - 2
+    # Padded to a whole buffer with the last price, as walk_forward does; the pad comes after
+    # every real tick, so it changes none of the forecasts kept.
+    padded = np.r_[ticks, np.full(config.wtmm_buffer_size - TEST, ticks[-1])]
+    _, result = fp.run(state, padded)
+    rebuilt = np.asarray(result.predicted_next)[:TEST]
+    np.testing.assert_allclose(bt.forecasts["usp"][:TEST], rebuilt, rtol=1e-9, atol=0)
+    rebuilt_weights = np.asarray(result.weights)[:TEST]
+    np.testing.assert_allclose(
+        bt.telemetry["weights"][:TEST], rebuilt_weights, rtol=1e-9, atol=1e-12
+    )
+    # The check resolves a one-tick shift: the forecasts made one tick earlier do not pass it.
+    assert not np.allclose(bt.forecasts["usp"][1:TEST], rebuilt[:-1], rtol=1e-9, atol=0)
+
+
+def test_write_report_leaves_the_matplotlib_backend_alone(backtests, tmp_path):
+    bt, _, _ = backtests
+    before = matplotlib.get_backend()
+    open_figures = plt.get_fignums()
+    matplotlib.use("svg")  # a backend the report does not use: a switch to Agg would show
+    try:
+        paths = write_report(bt, tmp_path)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert plt.get_fignums() == open_figures  # no figure left in pyplot's registry
+    for name in FIGURES:
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 # --------------------------------------------------------------------------------------------

@@ -231,9 +231,10 @@ def plot_flags(backtest: Backtest, ax) -> None:
 
 
 def _figure(draw, backtest: Backtest, title: str, height: float = 3.2, **kwargs):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(10, height), layout="constrained")
+    fig = Figure(figsize=(10, height), layout="constrained")
+    ax = fig.subplots()
     draw(backtest, ax, **kwargs)
     ax.set_title(f"{backtest.name}: {title}", fontsize=10)
     return fig
@@ -246,9 +247,10 @@ ZOOM = 150
 def _predictions_figure(backtest: Backtest):
     """The whole test period, then a close-up of its last ZOOM targets (a long series' band is
     too thin to see at full scale)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, (whole, close) = plt.subplots(2, 1, figsize=(10, 6), layout="constrained")
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    whole, close = fig.subplots(2, 1)
     plot_predictions(backtest, whole, models=("usp",))
     whole.set_title(f"{backtest.name}: one-step forecasts and the 90% predictive band", fontsize=10)
     plot_predictions(backtest, close, models=("usp", "naive"), last=ZOOM)
@@ -257,7 +259,9 @@ def _predictions_figure(backtest: Backtest):
 
 
 def report_figures(backtest: Backtest, *, holder_threshold: float | None = None) -> dict:
-    """The report's matplotlib figures, by name (the caller closes them)."""
+    """The report's matplotlib figures, by name. They are ``matplotlib.figure.Figure``s made
+    without pyplot: no backend is chosen or changed, nothing joins pyplot's list of open
+    figures, and each is freed with its last reference (``fig.savefig`` renders it)."""
     return {
         "predictions": _predictions_figure(backtest),
         "weights": _figure(plot_weights, backtest, "branch weights ρ_t"),
@@ -352,11 +356,6 @@ def write_report(
     ``config`` is the predictor's configuration: its Hölder threshold is drawn and it is
     recorded in metrics.json (default: ``PredictorConfig()``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed, and none is opened
-    import matplotlib.pyplot as plt
-
     config = PredictorConfig() if config is None else config
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -365,7 +364,6 @@ def write_report(
     for name, fig in figures.items():
         paths[name] = directory / f"{name}.png"
         fig.savefig(paths[name], dpi=dpi)
-        plt.close(fig)
 
     document = metrics_document(backtest, config)
     paths["metrics"] = directory / "metrics.json"

@@ -86,6 +86,9 @@ def make_folds(
         )
     if test_size is None and n_folds is None:
         n_folds = 1
+    for name, count in (("test_size", test_size), ("n_folds", n_folds)):
+        if count is not None and count < 1:
+            raise ValueError(f"{name} must be at least 1, got {count}")
     if test_size is None:
         test_size = available // n_folds
     if n_folds is None:
@@ -182,6 +185,38 @@ def _garch_filter(
     return mean, next_variance
 
 
+def _garch_block(
+    values: np.ndarray, steps: np.ndarray, block: np.ndarray, *, window: int, on_log_returns: bool
+) -> tuple[np.ndarray, bool]:
+    """Forecasts of the consecutive targets ``block`` from one fit on the ``window`` returns
+    before its first target, and whether that fit converged. ``steps[t]`` is the return ending
+    at ``values[t + 1]``, so target i's origin is ``steps[i - 2]``."""
+    from arch import arch_model
+
+    fit_lo, fit_hi = block[0] - 1 - window, block[0] - 1  # the returns of values < block[0]
+    scale = 1.0 if on_log_returns else float(np.std(steps[fit_lo:fit_hi])) or 1.0
+    returns = steps[fit_lo : block[-1] - 1] / scale  # fit window, then the block's origins
+    model = arch_model(returns[:window], mean="AR", lags=1, vol="GARCH", p=1, q=1,
+                       rescale=False)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = model.fit(disp="off")
+    mean, variance = _garch_filter(
+        fitted.params.to_numpy(),
+        returns,
+        shock=float(fitted.resid[-1]),
+        variance=float(fitted.conditional_volatility[-1]) ** 2,
+        first_origin=window - 1,
+    )
+    origins = block - 2 - fit_lo  # positions in `returns` of each target's origin
+    last = values[block - 1]
+    if on_log_returns:
+        forecasts = last * np.exp(mean[origins] / 100 + variance[origins] / 2e4)
+    else:
+        forecasts = last + scale * mean[origins]
+    return forecasts, bool(fitted.convergence_flag == 0)
+
+
 def garch_forecasts(
     values: np.ndarray,
     index: np.ndarray,
@@ -193,55 +228,40 @@ def garch_forecasts(
     ``window`` returns before the first of them and filtered with fixed parameters in between
     (the filter reads each return only after its origin: no look-ahead).
 
+    ``index`` is one run of targets (T,) or one row per fold (F, T); blocks are cut row by
+    row, so a block never spans two folds and each fold's first block is fitted on the
+    returns ending at its first test tick. The forecasts have the shape of ``index``.
+
     Series positive before the first target use percent log returns and the log-normal mean
     ŷ_i = y_{i-1} exp(μ̂_i/100 + ĥ_i/(2·100²)); others use increments, in units of their
     standard deviation over the fitting window, and ŷ_i = y_{i-1} + s μ̂_i.
     """
-    from arch import arch_model
-
     values = np.asarray(values, float)
     index = np.asarray(index)
-    if index.size and (np.any(np.diff(index) <= 0) or index.min() < window + 1):
+    targets = index.reshape(-1)
+    if targets.size and (np.any(np.diff(targets) <= 0) or targets.min() < window + 1):
         raise ValueError(f"GARCH targets must increase and be >= window + 1 = {window + 1}")
     # The transform is chosen from the past of the first target, never from later values.
-    on_log_returns = bool(np.all(values[: index[0]] > 0)) if index.size else True
-    used = values[: index[-1]] if index.size else values
+    on_log_returns = bool(np.all(values[: targets[0]] > 0)) if targets.size else True
+    used = values[: targets[-1]] if targets.size else values
     if on_log_returns and np.any(used <= 0):
         where = int(np.flatnonzero(used <= 0)[0])
         raise DomainError(
             f"GARCH on log returns: the series turns non-positive at position {where}"
         )
     steps = np.diff(np.log(values)) * 100.0 if on_log_returns else np.diff(values)
-    # steps[t] is the return ending at values[t + 1]: target i's origin is steps[i - 2].
-    forecasts = np.empty(index.shape)
+    rows = index.reshape(-1, index.shape[-1]) if index.ndim > 1 else index[None]
+    forecasts = np.empty(rows.shape)
     n_fits = n_bad = 0
-    for first in range(0, len(index), refit_every):
-        block = index[first : first + refit_every]
-        fit_lo, fit_hi = block[0] - 1 - window, block[0] - 1  # the returns of values < block[0]
-        scale = 1.0 if on_log_returns else float(np.std(steps[fit_lo:fit_hi])) or 1.0
-        returns = steps[fit_lo : block[-1] - 1] / scale  # fit window, then the block's origins
-        model = arch_model(returns[:window], mean="AR", lags=1, vol="GARCH", p=1, q=1,
-                           rescale=False)  # fmt: skip
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fitted = model.fit(disp="off")
-        n_fits += 1
-        n_bad += int(fitted.convergence_flag != 0)
-        mean, variance = _garch_filter(
-            fitted.params.to_numpy(),
-            returns,
-            shock=float(fitted.resid[-1]),
-            variance=float(fitted.conditional_volatility[-1]) ** 2,
-            first_origin=window - 1,
-        )
-        origins = block - 2 - fit_lo  # positions in `returns` of each target's origin
-        last = values[block - 1]
-        if on_log_returns:
-            growth = np.exp(mean[origins] / 100 + variance[origins] / 2e4)
-            forecasts[first : first + len(block)] = last * growth
-        else:
-            forecasts[first : first + len(block)] = last + scale * mean[origins]
-    return forecasts, GarchFit(n_fits, n_bad, on_log_returns)
+    for row, fold_targets in enumerate(rows):
+        for first in range(0, len(fold_targets), refit_every):
+            block = fold_targets[first : first + refit_every]
+            forecasts[row, first : first + len(block)], converged = _garch_block(
+                values, steps, block, window=window, on_log_returns=on_log_returns
+            )
+            n_fits += 1
+            n_bad += int(not converged)
+    return forecasts.reshape(index.shape), GarchFit(n_fits, n_bad, on_log_returns)
 
 
 @functools.lru_cache(maxsize=8)
@@ -437,10 +457,11 @@ def baseline_forecasts(
         ]
         return np.concatenate(forecasts), {"ewma_smoothing": smoothing}
     if name == "garch":
+        # One row per fold: refit blocks restart at every fold's first target.
         forecasts, fit = garch_forecasts(
-            values, index, window=window, refit_every=garch_refit_every
+            values, folds.target_index, window=window, refit_every=garch_refit_every
         )
-        return forecasts, {
+        return forecasts.reshape(-1), {
             "garch_refit_every": garch_refit_every,
             "garch_fits": fit.n_fits,
             "garch_not_converged": fit.n_not_converged,

@@ -201,6 +201,9 @@ class LevyBranch(AbstractBranch[LevyParams]):
         )
         return LevyParams(law=gaussian, increment_quantiles=jnp.zeros(3), key=key)
 
+    # Compiled once per buffer shape: run eagerly, the sampler's lax.cond (its branches are
+    # fresh closures) would be traced and compiled again at every refit.
+    @eqx.filter_jit
     def fit(self, params: LevyParams, buffer: Signal) -> LevyParams:
         if buffer.shape[0] - 1 < self.min_increments:
             raise ValueError(
