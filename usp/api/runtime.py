@@ -187,6 +187,11 @@ def warm_up(
             state = fp.refit(state)
             jax.block_until_ready(state)
             timings["refit_s"] = time.perf_counter() - start
+        # Batches start from this uncommitted state, as init_states, state_from_bytes and
+        # step_batch's own outputs give them; the single-asset step below may be the exported
+        # program, whose outputs are committed to the device (a batch of those, committed by
+        # jax.device_put or stacked from committed states, is another program: one more compile).
+        batch_state = state
         price = float(series[-1])
         start = time.perf_counter()
         state, result = fp.step(state, MarketObservation(price, price, 0))
@@ -202,12 +207,9 @@ def warm_up(
             assert exported is not None  # export_step read it back
             jax.block_until_ready(exported(state, price, price, False))
             timings["export_step_s"] = time.perf_counter() - start
-        # Batches from an uncommitted state, as init_states, state_from_bytes and step_batch's
-        # own outputs give them (a batch committed to a device by jax.device_put, or stacked
-        # from the exported step's committed states, is another program: one more compile).
         for size in sizes:
             states = jax.tree.map(
-                lambda leaf, n=size: jnp.broadcast_to(leaf, (n, *leaf.shape)), state
+                lambda leaf, n=size: jnp.broadcast_to(leaf, (n, *leaf.shape)), batch_state
             )
             prices = np.full(size, price)
             start = time.perf_counter()
