@@ -208,15 +208,6 @@ def test_the_program_file_is_named_by_what_shapes_the_trace(program_directory, m
     assert programs.program_path(program_directory, fp) != default
 
 
-def test_a_damaged_program_is_ignored_with_a_warning(program_directory):
-    path = programs.program_path(program_directory, FunctionalPredictor())
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"not a StableHLO program")
-    with pytest.warns(UserWarning, match="ignoring exported step"):
-        fp = FunctionalPredictor()
-    assert fp._exported is None and fp._step is fp._traced_step
-
-
 def _damaged_program(directory):
     """A predictor whose exported-step file is garbage (it warned, and traces the step)."""
     path = programs.program_path(directory, FunctionalPredictor())
@@ -224,8 +215,12 @@ def _damaged_program(directory):
     path.write_bytes(b"not a StableHLO program")
     with pytest.warns(UserWarning, match="ignoring exported step"):
         fp = FunctionalPredictor()
-    assert fp._exported is None
     return fp, path
+
+
+def test_a_damaged_program_is_ignored_with_a_warning(program_directory):
+    fp, _ = _damaged_program(program_directory)
+    assert fp._exported is None and fp._step is fp._traced_step
 
 
 def test_warm_up_replaces_a_damaged_program(program_directory):
