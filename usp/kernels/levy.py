@@ -10,6 +10,8 @@ under affine maps; see notebooks/03_levy.md for the derivation.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,9 @@ ALPHA_ONE_TOLERANCE = 1e-6
 ALPHA_RANGE = (0.3, 2.0)
 
 
+# Jitted (once per shape): called eagerly, its lax.cond, whose branches are closures made anew
+# on every call, would be traced and compiled again at every draw.
+@functools.partial(jax.jit, static_argnames="shape")
 def standard_stable_s1(
     key: PRNGKey, alpha: ScalarLike, beta: ScalarLike, shape: tuple[int, ...]
 ) -> Float[Array, "..."]:
@@ -201,9 +206,6 @@ class LevyBranch(AbstractBranch[LevyParams]):
         )
         return LevyParams(law=gaussian, increment_quantiles=jnp.zeros(3), key=key)
 
-    # Compiled once per buffer shape: run eagerly, the sampler's lax.cond (its branches are
-    # fresh closures) would be traced and compiled again at every refit.
-    @eqx.filter_jit
     def fit(self, params: LevyParams, buffer: Signal) -> LevyParams:
         if buffer.shape[0] - 1 < self.min_increments:
             raise ValueError(
