@@ -32,6 +32,7 @@ import numpy as np
 
 from usp.api.config import PredictorConfig
 from usp.api.errors import USPError
+from usp.api.runtime import configure_numerics, enable_compilation_cache
 from usp.io.data import available_series, load_series, read_csv_columns
 
 DEMO_DATASET = "merton"
@@ -137,17 +138,8 @@ def _progress_bar(description: str, unit: str, enabled: bool) -> tuple[Callable,
     return update, bar.close
 
 
-def _use_float64() -> None:
-    """The predictor's reference precision, set before any usp module traces anything."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-
-
 def _enable_cache(enabled: bool) -> None:
     if enabled:
-        from usp.api.runtime import enable_compilation_cache
-
         enable_compilation_cache()
 
 
@@ -160,7 +152,7 @@ def _walk_forward_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None) -> int:
     """Walk-forward backtest, metrics table on stdout, report files in ``args.report``."""
-    _use_float64()
+    configure_numerics()  # OPS-1 settings, before anything is traced
     from usp.eval.report import metrics_table, write_report
     from usp.eval.walk_forward import walk_forward
 
@@ -191,7 +183,7 @@ def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None
 
 def tune_command(args: argparse.Namespace) -> int:
     """Optuna TPE search; the best config as JSON on stdout or in ``--out``."""
-    _use_float64()
+    configure_numerics()  # OPS-1 settings, before anything is traced
     from usp.eval.tune import tune
 
     series = read_series(args.file, args.dataset, args.column, args.last)
@@ -232,7 +224,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
 def bench_command(args: argparse.Namespace) -> int:
     """Latency and throughput of the installed predictor: a table, then one JSON line."""
-    _use_float64()
+    configure_numerics()  # OPS-1 settings, before anything is traced
     from usp.eval.throughput import measure_throughput, throughput_table
 
     config = load_config(args.config)
