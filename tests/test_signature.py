@@ -222,7 +222,8 @@ def test_ridge_gcv_matches_direct_solve():
     np.testing.assert_allclose(ridge.coefficients, coefficients, rtol=1e-10, atol=1e-12)
     intercept = targets.mean() - features.mean(0) @ coefficients
     assert float(ridge.intercept) == pytest.approx(intercept, rel=1e-10, abs=1e-12)
-    assert float(ridge.residual_std) == pytest.approx(math.sqrt(rss / (m - dof)), rel=1e-10)
+    residual_std = float(ridge.residual_std(jnp.asarray(features), jnp.asarray(targets)))
+    assert residual_std == pytest.approx(math.sqrt(rss / (m - dof)), rel=1e-10)
 
 
 def test_ridge_ignores_a_constant_column():

@@ -132,11 +132,16 @@ class RidgeFit(eqx.Module):
 
     coefficients: Float[Array, " p"]
     intercept: Scalar
-    residual_std: Scalar
     penalty: Scalar
     """The chosen λ (in the units of the standardised design)."""
     effective_parameters: Scalar
     """tr H at the chosen λ, intercept included (eq. ridge)."""
+
+    def residual_std(self, features: Float[Array, "m p"], targets: Float[Array, " m"]) -> Scalar:
+        """sqrt(RSS / (m − tr H)) of ``targets`` under this fit: the fitted targets, or others
+        on the same features (the raw targets of a fit on winsorised ones)."""
+        residuals = targets - self.intercept - features @ self.coefficients
+        return jnp.sqrt(jnp.sum(residuals**2) / (targets.shape[0] - self.effective_parameters))
 
 
 def ridge_gcv(
@@ -166,7 +171,6 @@ def ridge_gcv(
     return RidgeFit(
         coefficients=coefficients,
         intercept=mean_y - mean_x @ coefficients,
-        residual_std=jnp.sqrt(rss[best] / (m - hat_trace[best])),
         effective_parameters=hat_trace[best],
         penalty=penalties[best],
     )
@@ -330,14 +334,12 @@ def _fit_signature_branch(
     features = window_features(windows, scale, branch.depth)
     targets = increments / scale
     ridge = ridge_gcv(features, winsorised(targets, WINSOR_LIMIT), branch.relative_penalties)
-    # The forecast's scale comes from the raw targets: the jumps are part of the error.
-    residuals = targets - ridge.intercept - features @ ridge.coefficients
-    residual_std = jnp.sqrt(jnp.sum(residuals**2) / (targets.shape[0] - ridge.effective_parameters))
     fitted = SignatureParams(
         coefficients=ridge.coefficients,
         intercept=ridge.intercept,
         increment_scale=scale,
-        residual_std=residual_std,
+        # From the raw targets: the jumps are part of the forecast's error.
+        residual_std=ridge.residual_std(features, targets),
         penalty=ridge.penalty,
         fitted=jnp.ones((), dtype=bool),
     )
