@@ -22,6 +22,7 @@ from usp.api.runtime import (
     count_compilations,
     default_cache_dir,
     enable_compilation_cache,
+    synthetic_walk,
     tree_digest,
     warm_up,
 )
@@ -178,7 +179,7 @@ def test_the_exported_step_is_the_jitted_step_bit_for_bit(program_directory):
     assert [(x.shape, x.dtype) for x in jax.tree.leaves(loaded.result_template())] == [
         (x.shape, x.dtype) for x in jax.tree.leaves(traced.result_template())
     ]
-    prices = 100.0 + np.cumsum(np.random.default_rng(4).normal(0.0, 0.5, 160))
+    prices = synthetic_walk(160, seed=4)
     state, _ = traced.run(traced.init_state(), prices[:128])
     jitted, exported = state, state
     for price in prices[128:]:

@@ -47,6 +47,13 @@ def same_bits(a, b) -> bool:
     return tree_digest(a) == tree_digest(b)
 
 
+def fresh(fitted, **kwargs) -> UniversalPredictor:
+    """A new wrapper on the shared compiled predictor, at the fitted state and result."""
+    predictor = UniversalPredictor(functional=fitted.functional, clock=None, **kwargs)
+    predictor.state, predictor.last_result = fitted.state, fitted.last_result
+    return predictor
+
+
 def asset(states, i: int):
     """Asset ``i``'s slice of a batched state."""
     return jax.tree.map(lambda leaf: leaf[i], states)
@@ -102,16 +109,15 @@ def test_a_capture_holds_its_tick_while_the_predictor_steps_on(fitted, tmp_path)
     """The caller only takes references (IO-3): the arrays are immutable and the step never
     donates its inputs, so a capture encoded after further ticks still holds its own tick."""
     fp = fitted.functional
-    predictor = UniversalPredictor(functional=fp, clock=None)
-    predictor.state, predictor.last_result = fitted.state, fitted.last_result
+    predictor = fresh(fitted)
     taken, held = predictor._capture(), predictor.state
     inputs = jax.tree.leaves(held)
     for i in range(HISTORY + SNAPSHOT_TICK, HISTORY + SNAPSHOT_TICK + 5):
         predictor.step(obs(i))
     assert not any(leaf.is_deleted() for leaf in inputs), "the step donated an input buffer"
-    states = stack([held, held])
+    states = stack([held] * 4)  # 4 assets: the batch size other tests compile
     batch_inputs = jax.tree.leaves(states)
-    fp.step_batch(states, jnp.ones(2), jnp.ones(2))
+    fp.step_batch(states, jnp.ones(4), jnp.ones(4))
     assert not any(leaf.is_deleted() for leaf in batch_inputs), "step_batch donated an input"
     path = tmp_path / "taken.usp"
     snap.write_atomic(path, snap.encode(taken))
@@ -169,10 +175,7 @@ def test_a_checkpoint_due_during_a_write_is_skipped(fitted, tmp_path, monkeypatc
         write_atomic(path, data)
 
     monkeypatch.setattr(snap, "write_atomic", held_write)
-    predictor = UniversalPredictor(
-        functional=fitted.functional, clock=None, checkpoint_every=1, checkpoint_dir=tmp_path
-    )
-    predictor.state, predictor.last_result = fitted.state, fitted.last_result
+    predictor = fresh(fitted, checkpoint_every=1, checkpoint_dir=tmp_path)
     for i in range(1000, 1003):
         predictor.step(obs(i))
     release.set()
@@ -199,10 +202,7 @@ def test_a_cold_started_predictor_keeps_and_finds_its_new_checkpoint(fitted, sea
     run's: checkpoints are ordered by when they were written, so the new one is kept, the
     oldest is pruned, and the new one is what a restart restores."""
     stale = _checkpoints_written(tmp_path, (5000, 5005), sealed)
-    predictor = UniversalPredictor(
-        functional=fitted.functional, clock=None, checkpoint_every=1, checkpoint_dir=tmp_path
-    )
-    predictor.state, predictor.last_result = fitted.state, fitted.last_result
+    predictor = fresh(fitted, checkpoint_every=1, checkpoint_dir=tmp_path)
     predictor.step(obs(HISTORY + SNAPSHOT_TICK))
     [status] = predictor.graceful_shutdown()
     new = snap.checkpoint_path(tmp_path, 1)

@@ -68,6 +68,19 @@ def obs(price, t, target=None):
     )
 
 
+def jump_ticks(up: UniversalPredictor) -> list:
+    """A 40-unit jump (about 80 increment-σ: emergency mode), then 7 small moves; the outlier
+    gate is switched off so that the jump reaches the step."""
+    up.gate.min_increments = 10**9
+    price, results = up.gate.last_price, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in range(8):
+            price += 40.0 if t == 0 else 0.1
+            results.append(up.step(obs(price, (20 + t) * TICK)))
+    return results
+
+
 def test_short_or_bad_history_is_refused():
     up = UniversalPredictor(clock=None)
     with pytest.raises(ValueError, match="wtmm_buffer_size = 128"):
@@ -102,10 +115,8 @@ def test_a_lasting_jump_is_a_new_level_not_a_lock_out(fitted, caplog):
     """Three consecutive > 20σ ticks that agree within 20σ: the first two are dropped, the
     third is accepted, and the stream goes on at the new level."""
     up = fresh(fitted)
-    sigma, level = (
-        np.sqrt(up.gate.increment_var),
-        up.gate.last_price - 60 * np.sqrt(up.gate.increment_var),
-    )
+    sigma = np.sqrt(up.gate.increment_var)
+    level = up.gate.last_price - 60 * sigma
     before, last = up.state, up.last_result
     for second in (10, 11):
         assert up.step(obs(level + (second - 10) * sigma, second * TICK)) is last
@@ -114,7 +125,7 @@ def test_a_lasting_jump_is_a_new_level_not_a_lock_out(fitted, caplog):
     assert third is not last and not same_state(up.state, before)
     assert "level shift accepted" in caplog.text and up.gate.outliers == []
     after = up.step(obs(level - 0.3 * sigma, 13 * TICK))
-    assert after is up.last_result and up.accepted_ticks == 2
+    assert after is not third and up.accepted_ticks == 2
 
 
 def test_scattered_outliers_stay_dropped(fitted):
@@ -144,13 +155,7 @@ def test_a_failed_emergency_dump_keeps_the_tick(fitted, tmp_path, caplog):
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     up = fresh(fitted, emergency_dump_dir=blocked)
-    up.gate.min_increments = 10**9
-    price = fitted.gate.last_price
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for t in range(8):
-            price += 40.0 if t == 0 else 0.1
-            up.step(obs(price, (20 + t) * 10**7))
+    jump_ticks(up)
     assert up.accepted_ticks == 8 and up.dumps == []
     assert "emergency dump not written" in caplog.text
 
@@ -165,15 +170,16 @@ def test_config_and_functional_must_agree(fitted):
 
 def test_step_batch_checks_its_inputs(fitted):
     fp = fitted.functional
-    states = jax.tree.map(lambda x: jnp.stack([x] * 3), fitted.state)
-    prices = np.full(3, HISTORY[-1])
-    _, as_bool, _ = fp.step_batch(states, prices, prices, np.array([True, False, False]))
-    _, as_int, _ = fp.step_batch(states, prices, prices, np.array([1, 0, 0]))
-    _, as_float, _ = fp.step_batch(states, prices, prices, np.array([1.0, 0.0, 0.0]))
+    states = jax.tree.map(lambda x: jnp.stack([x] * 4), fitted.state)  # 4: compiled already
+    prices = np.full(4, HISTORY[-1])
+    mask = np.array([True, False, False, True])
+    _, as_bool, _ = fp.step_batch(states, prices, prices, mask)
+    _, as_int, _ = fp.step_batch(states, prices, prices, mask.astype(int))
+    _, as_float, _ = fp.step_batch(states, prices, prices, mask.astype(float))
     assert as_int.degraded_inference_mode.dtype == bool
     for other in (as_int, as_float):
         assert same_state(other, as_bool)
-    with pytest.raises(ValueError, match="prices has shape \\(2,\\), expected \\(3,\\)"):
+    with pytest.raises(ValueError, match="prices has shape \\(2,\\), expected \\(4,\\)"):
         fp.step_batch(states, prices[:2], prices)
 
 
@@ -302,13 +308,7 @@ def test_sparse_ticks_warn_and_freeze(fitted):
 
 def test_emergency_on_a_jump_writes_a_dump(fitted, tmp_path):
     up = fresh(fitted, emergency_dump_dir=tmp_path)
-    up.gate.min_increments = 10**9  # let the jump through the outlier gate
-    price, results = fitted.gate.last_price, []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for t in range(8):
-            price += 40.0 if t == 0 else 0.1
-            results.append(up.step(obs(price, (20 + t) * 10**7)))
+    results = jump_ticks(up)
     assert any(bool(r.emergency_mode) for r in results)
     emergency = next(r for r in results if bool(r.emergency_mode))
     assert emergency.mode == "Emergency" and float(emergency.weights[3]) > 0.999
