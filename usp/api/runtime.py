@@ -208,9 +208,7 @@ def warm_up(
             jax.block_until_ready(exported(state, price, price, False))
             timings["export_step_s"] = time.perf_counter() - start
         for size in sizes:
-            states = jax.tree.map(
-                lambda leaf, n=size: jnp.broadcast_to(leaf, (n, *leaf.shape)), batch_state
-            )
+            states = broadcast_states(batch_state, size)
             prices = np.full(size, price)
             start = time.perf_counter()
             jax.block_until_ready(fp.step_batch(states, prices, prices))
@@ -220,6 +218,11 @@ def warm_up(
     timings["compiled"] = count.compiled
     timings["cache_hits"] = count.cache_hits
     return timings
+
+
+def broadcast_states(state: Any, n_assets: int) -> Any:
+    """One state repeated along a new leading asset axis (a batch of identical assets)."""
+    return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (n_assets, *leaf.shape)), state)
 
 
 def tree_digest(tree: Any) -> str:
@@ -244,6 +247,7 @@ def tree_digest(tree: Any) -> str:
 __all__ = [
     "CACHE_DIR_ENV",
     "CompileCount",
+    "broadcast_states",
     "configure_numerics",
     "count_compilations",
     "default_cache_dir",

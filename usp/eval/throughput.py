@@ -29,6 +29,7 @@ import numpy as np
 
 from usp.api.config import PredictorConfig
 from usp.api.predictor import UniversalPredictor
+from usp.api.runtime import broadcast_states
 from usp.api.types import MarketObservation
 
 INCREMENT_STD = 0.1
@@ -59,11 +60,6 @@ def percentiles_ms(times: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def broadcast_states(state, n_assets: int):
-    """One state repeated along a new leading asset axis."""
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n_assets, *x.shape)), state)
-
-
 def measure_throughput(
     config: PredictorConfig | None = None,
     *,
@@ -80,7 +76,7 @@ def measure_throughput(
     rng = np.random.default_rng(0)
     history = random_walk(rng, 100.0, max(history_length, config.wtmm_buffer_size))
 
-    report("fit_history (compiles the step and every branch's fit)")
+    report("fit_history (compiles the scan and every branch's fit)")
     predictor = UniversalPredictor(config, clock=None)
     start = time.perf_counter()
     predictor.fit_history(history)
