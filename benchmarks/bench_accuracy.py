@@ -156,7 +156,7 @@ def main() -> None:
 
     nile = nile_figures()
     change = nile["nile_change_point_year"]
-    alarmed = nile["nile_alarm_year"] is not None  # None: the detector never alarmed
+    alarmed = nile["nile_alarmed"]
     figures |= {
         "nile_alarm_year": nile["nile_alarm_year"],
         "nile_alarm_year_abs_error": abs(nile["nile_alarm_year"] - change) if alarmed else None,

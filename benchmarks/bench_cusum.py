@@ -127,13 +127,14 @@ def nile_figures() -> dict[str, int | bool | None]:
     forecasts = np.array([flow[: min(t, 20)].mean() for t in range(1, len(flow))])
     _, out = CusumDetector.from_config(PredictorConfig()).run(jnp.asarray(flow[1:] - forecasts))
     alarms = np.asarray(out.alarm)
+    alarmed = bool(alarms.any())
     figures: dict[str, int | bool | None] = {
-        "nile_alarmed": bool(alarms.any()),
+        "nile_alarmed": alarmed,
         "nile_alarm_year": None,
         "nile_onset_year": None,
         "nile_change_point_year": int(nile.metadata["parameters"]["change_point_year"]),
     }
-    if alarms.any():
+    if alarmed:
         first = int(np.argmax(alarms))
         figures["nile_alarm_year"] = int(years[1:][first])
         figures["nile_onset_year"] = int(years[1:][first] - int(out.onset_lag[first]) + 1)
