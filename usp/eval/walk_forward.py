@@ -250,7 +250,7 @@ def garch_forecasts(
             f"GARCH on log returns: the series turns non-positive at position {where}"
         )
     steps = np.diff(np.log(values)) * 100.0 if on_log_returns else np.diff(values)
-    rows = index.reshape(-1, index.shape[-1]) if index.ndim > 1 else index[None]
+    rows = np.atleast_2d(index)  # one row per fold
     forecasts = np.empty(rows.shape)
     n_fits = n_bad = 0
     for row, fold_targets in enumerate(rows):
