@@ -375,10 +375,10 @@ _HOST_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_gate(gate: dict, where: str) -> dict:
-    """A restored gate's fields, checked for sense: a checksum proves the bytes are the
-    writer's, not that the writer was right, and a negative variance or a NaN price would break
-    every later tick."""
+def _check_gate(gate: dict, where: str) -> None:
+    """Raise ``IntegrityError`` unless a restored gate's fields make sense: a checksum proves
+    the bytes are the writer's, not that the writer was right, and a negative variance or a NaN
+    price would break every later tick."""
 
     def finite(x):
         return isinstance(x, float) and math.isfinite(x)
@@ -395,7 +395,6 @@ def _check_gate(gate: dict, where: str) -> dict:
         problems.append(f"outliers must be fewer than {LEVEL_SHIFT_TICKS} finite prices")
     if problems:
         raise IntegrityError(f"{where}: " + "; ".join(problems))
-    return gate
 
 
 class UniversalPredictor:
