@@ -40,7 +40,7 @@ from _timing import report  # noqa: E402
 
 import usp  # noqa: E402,F401  (applies the XLA memory settings before the first operation)
 from usp.api.predictor import UniversalPredictor  # noqa: E402
-from usp.api.types import MarketObservation  # noqa: E402
+from usp.contracts.types import MarketObservation  # noqa: E402
 from usp.eval.throughput import TICK_NS  # noqa: E402
 
 SAMPLES = 200

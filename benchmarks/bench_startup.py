@@ -55,7 +55,7 @@ if sys.argv[1] == "import-only":
 enable_compilation_cache(sys.argv[1])
 import jax
 from usp.api.predictor import FunctionalPredictor
-from usp.api.types import MarketObservation
+from usp.contracts.types import MarketObservation
 
 fp = FunctionalPredictor()
 price, stamp = 100.0, 1

@@ -55,7 +55,7 @@ from usp.api.predictor import (  # noqa: E402
     blockwise,
 )
 from usp.api.runtime import broadcast_states  # noqa: E402
-from usp.api.types import MarketObservation  # noqa: E402
+from usp.contracts.types import MarketObservation  # noqa: E402
 from usp.core.step import _learned_tau, jko_step_from_config  # noqa: E402
 from usp.eval.throughput import (  # noqa: E402
     INCREMENT_STD,

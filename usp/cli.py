@@ -30,9 +30,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from usp.api.config import PredictorConfig
-from usp.api.errors import USPError
 from usp.api.runtime import configure_numerics, enable_compilation_cache
+from usp.contracts.config import PredictorConfig
+from usp.contracts.errors import USPError
 from usp.io.data import available_series, load_series, read_csv_columns
 
 DEMO_DATASET = "merton"

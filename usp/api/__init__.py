@@ -1,20 +1,28 @@
-"""Public contracts: configuration, observations, results, errors and the branch contract."""
+"""The predictors: `FunctionalPredictor` (pure, many assets), `UniversalPredictor` (one asset,
+stateful), the tick gate, runtime set-up, exported programs and sharding.
 
-from .branch import AbstractBranch, Forecast
-from .config import SCHEMA_VERSION, PredictorConfig
-from .errors import (
+The contracts (config, types, errors, the branch contract) live in ``usp.contracts``; they are
+re-exported here so that code written against ``usp.api`` keeps working."""
+
+from usp.contracts import (
+    SCHEMA_VERSION,
+    AbstractBranch,
     DomainError,
+    Forecast,
     FrequencyWarning,
     IntegrityError,
     KurtosisOutlierWarning,
+    MarketObservation,
     ModeDegradationAlert,
     NormalOperationRestoredEvent,
+    PredictionResult,
+    PredictorConfig,
     StalenessWarning,
     USPError,
     USPWarning,
 )
+
 from .predictor import FunctionalPredictor, TickGate, UniversalPredictor
-from .types import MarketObservation, PredictionResult
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -26,8 +26,8 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from usp.api import programs
-from usp.api.config import PredictorConfig
-from usp.api.errors import (
+from usp.contracts.config import PredictorConfig
+from usp.contracts.errors import (
     DomainError,
     FrequencyWarning,
     IntegrityError,
@@ -36,7 +36,7 @@ from usp.api.errors import (
     NormalOperationRestoredEvent,
     StalenessWarning,
 )
-from usp.api.types import MarketObservation, PredictionResult
+from usp.contracts.types import MarketObservation, PredictionResult
 from usp.core.step import Predictor, PredictorState, init_state, refit, run, step
 from usp.io import snapshot as snap
 

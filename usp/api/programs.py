@@ -188,7 +188,7 @@ class ExportedStep:
 def result_like(avals: Sequence[Any]) -> Any:
     """A ``PredictionResult`` of ``jax.ShapeDtypeStruct`` leaves, one per field in field
     (flattening) order, built without tracing the step."""
-    from usp.api.types import PredictionResult
+    from usp.contracts.types import PredictionResult
 
     names = list(PredictionResult.__dataclass_fields__)
     if len(names) != len(avals):

@@ -31,7 +31,7 @@ import numpy as np
 
 from usp.api import programs
 from usp.api.predictor import FunctionalPredictor
-from usp.api.types import MarketObservation
+from usp.contracts.types import MarketObservation
 
 CACHE_DIR_ENV = "USP_CACHE_DIR"
 """Environment variable naming the compilation cache directory (overrides the default)."""

@@ -24,8 +24,8 @@ import numpy as np
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
-from usp._types import Count, Flag, PRNGKey, Scalar, ScalarLike
-from usp.api.config import PredictorConfig
+from usp.contracts.arrays import Count, Flag, PRNGKey, Scalar, ScalarLike
+from usp.contracts.config import PredictorConfig
 
 GAUSSIAN_KURTOSIS = 3.0
 """E[Z^4] / E[Z^2]^2 of a Gaussian: the reference of the adaptive threshold (signed errors)."""

@@ -24,8 +24,8 @@ from ott.geometry import geometry
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
-from usp._types import Flag, Scalar, ScalarLike, Weights
-from usp.api.config import PredictorConfig
+from usp.contracts.arrays import Flag, Scalar, ScalarLike, Weights
+from usp.contracts.config import PredictorConfig
 
 HUBER_DELTA = 1.35
 """Huber threshold in units of the error scale σ_t (δ = 1.35 σ_t, 95% Gaussian efficiency)."""

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float
 
-from usp._types import Count, Flag, PRNGKey, Scalar, ScalarLike, Signal, Weights
-from usp.api.config import PredictorConfig
-from usp.api.types import PredictionResult
+from usp.contracts.arrays import Count, Flag, PRNGKey, Scalar, ScalarLike, Signal, Weights
+from usp.contracts.config import PredictorConfig
+from usp.contracts.types import PredictionResult
 from usp.core.cusum import CusumDetector, CusumState
 from usp.core.jko import (
     TauLearner,

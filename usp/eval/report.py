@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from usp.api.config import PredictorConfig
+from usp.contracts.config import PredictorConfig
 from usp.eval.backtest import Backtest
 
 MODEL_ORDER = ("usp", "naive", "ewma", "ar1", "garch", "A", "B", "C", "D")

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from usp.api.config import PredictorConfig
 from usp.api.predictor import UniversalPredictor
 from usp.api.runtime import broadcast_states
-from usp.api.types import MarketObservation
+from usp.contracts.config import PredictorConfig
+from usp.contracts.types import MarketObservation
 
 INCREMENT_STD = 0.1
 TICK_NS = 1_000_000

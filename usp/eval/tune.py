@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from usp.api.config import PredictorConfig
+from usp.contracts.config import PredictorConfig
 from usp.eval.walk_forward import walk_forward
 
 SEARCH_SPACE: dict[str, tuple[str, int | float, int | float]] = {

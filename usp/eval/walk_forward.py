@@ -24,10 +24,10 @@ from scipy.optimize import minimize_scalar
 from scipy.signal import lfilter
 from scipy.stats import norm
 
-from usp.api.config import PredictorConfig
-from usp.api.errors import DomainError
 from usp.api.predictor import FunctionalPredictor
-from usp.api.types import PredictionResult
+from usp.contracts.config import PredictorConfig
+from usp.contracts.errors import DomainError
+from usp.contracts.types import PredictionResult
 from usp.core.step import PredictorState, run
 from usp.eval.backtest import Backtest
 

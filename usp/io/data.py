@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from usp.api.errors import IntegrityError
+from usp.contracts.errors import IntegrityError
 
 PACKAGE_SERIES = {"sp500": "arch.data.sp500", "nasdaq": "arch.data.nasdaq"}
 

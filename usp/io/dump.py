@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from usp.api.config import PredictorConfig
-from usp.api.errors import IntegrityError
-from usp.api.types import PredictionResult
+from usp.contracts.config import PredictorConfig
+from usp.contracts.errors import IntegrityError
+from usp.contracts.types import PredictionResult
 from usp.io.snapshot import SNAPSHOT_SCHEMA_VERSION, read_sealed, seal, write_atomic
 
 DUMP_KIND = "usp-emergency-dump"

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import msgpack
 import numpy as np
 
-from usp.api.config import SCHEMA_VERSION, PredictorConfig
-from usp.api.errors import IntegrityError
+from usp.contracts.config import SCHEMA_VERSION, PredictorConfig
+from usp.contracts.errors import IntegrityError
 
 logger = logging.getLogger("usp")
 

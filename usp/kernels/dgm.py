@@ -23,10 +23,10 @@ import optax
 from jax.scipy.special import ndtri
 from jaxtyping import Array, Bool, Float, Int
 
-from usp._types import PRNGKey, Scalar, ScalarLike, Signal
-from usp.api.branch import AbstractBranch, Forecast
-from usp.api.config import PredictorConfig
-from usp.api.errors import DomainError
+from usp.contracts.arrays import PRNGKey, Scalar, ScalarLike, Signal
+from usp.contracts.branch import AbstractBranch, Forecast
+from usp.contracts.config import PredictorConfig
+from usp.contracts.errors import DomainError
 
 Values = Float[Array, "..."]
 """Values of any shape: the closed forms broadcast over grids of (t, x)."""

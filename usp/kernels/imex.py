@@ -26,8 +26,8 @@ from jax.scipy.special import gammaln, xlogy
 from jax.scipy.stats import norm
 from jaxtyping import Array, Bool, Complex, Float, Int
 
-from usp._types import PRNGKey, Scalar, ScalarLike, Signal
-from usp.api import AbstractBranch, Forecast, PredictorConfig
+from usp.contracts import AbstractBranch, Forecast, PredictorConfig
+from usp.contracts.arrays import PRNGKey, Scalar, ScalarLike, Signal
 
 
 class MertonModel(eqx.Module):

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from usp._types import PRNGKey, Quantiles, Samples, Scalar, ScalarLike, Signal
-from usp.api.branch import AbstractBranch, Forecast
-from usp.api.config import PredictorConfig
+from usp.contracts.arrays import PRNGKey, Quantiles, Samples, Scalar, ScalarLike, Signal
+from usp.contracts.branch import AbstractBranch, Forecast
+from usp.contracts.config import PredictorConfig
 
 # Within this distance of α = 1, CMS uses its α = 1 formula (S0 is continuous in α).
 ALPHA_ONE_TOLERANCE = 1e-6

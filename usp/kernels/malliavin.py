@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Float
 
-from usp._types import PRNGKey, Scalar, ScalarLike
+from usp.contracts.arrays import PRNGKey, Scalar, ScalarLike
 
 ScalarFunction = Callable[[Scalar], Scalar]
 """A scalar map x ↦ g(x) (drift, diffusion or payoff); it is vmapped over paths."""

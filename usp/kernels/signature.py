@@ -20,8 +20,8 @@ import numpy as np
 import signax
 from jaxtyping import Array, Bool, Float
 
-from usp._types import Flag, PRNGKey, Scalar, Signal
-from usp.api import AbstractBranch, DomainError, Forecast, PredictorConfig
+from usp.contracts import AbstractBranch, DomainError, Forecast, PredictorConfig
+from usp.contracts.arrays import Flag, PRNGKey, Scalar, Signal
 
 DEFAULT_WINDOW = 16
 """Values per lagged window (static): w in the chapter's equations."""

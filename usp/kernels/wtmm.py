@@ -25,8 +25,8 @@ import numpy as np
 import scipy.fft
 from jaxtyping import Array, Bool, Complex, Float, Int, UInt32
 
-from usp._types import Flag, Scalar, Signal
-from usp.api.config import PredictorConfig
+from usp.contracts.arrays import Flag, Scalar, Signal
+from usp.contracts.config import PredictorConfig
 
 
 def dyadic_scales(n_scales: int = 40, first: float = 1.0, last: float = 6.0) -> np.ndarray:

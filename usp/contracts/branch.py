@@ -16,7 +16,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 import equinox as eqx
 
-from .._types import PRNGKey, Scalar, Signal
+from .arrays import PRNGKey, Scalar, Signal
 
 Params = TypeVar("Params")
 

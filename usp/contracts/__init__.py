@@ -1,0 +1,39 @@
+"""The contracts every layer builds on: configuration, observations and results, errors and
+warnings, the branch contract and the jaxtyping aliases.
+
+This is the bottom layer: it imports nothing else from ``usp``, so any module (a kernel, the
+snapshot format, the step) may import it without pulling in the predictors above.
+"""
+
+from .branch import AbstractBranch, Forecast
+from .config import SCHEMA_VERSION, PredictorConfig
+from .errors import (
+    DomainError,
+    FrequencyWarning,
+    IntegrityError,
+    KurtosisOutlierWarning,
+    ModeDegradationAlert,
+    NormalOperationRestoredEvent,
+    StalenessWarning,
+    USPError,
+    USPWarning,
+)
+from .types import MarketObservation, PredictionResult
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AbstractBranch",
+    "DomainError",
+    "Forecast",
+    "FrequencyWarning",
+    "IntegrityError",
+    "KurtosisOutlierWarning",
+    "MarketObservation",
+    "ModeDegradationAlert",
+    "NormalOperationRestoredEvent",
+    "PredictionResult",
+    "PredictorConfig",
+    "StalenessWarning",
+    "USPError",
+    "USPWarning",
+]
