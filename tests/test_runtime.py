@@ -16,7 +16,6 @@ import pytest
 
 from usp import _env
 from usp.api import programs
-from usp.contracts.config import PredictorConfig
 from usp.api.predictor import FunctionalPredictor, UniversalPredictor
 from usp.api.runtime import (
     count_compilations,
@@ -26,6 +25,7 @@ from usp.api.runtime import (
     tree_digest,
     warm_up,
 )
+from usp.contracts.config import PredictorConfig
 from usp.contracts.types import MarketObservation
 
 MEMORY_VARIABLES = (*_env.XLA_MEMORY_DEFAULTS, *_env.DEPRECATED_ALIASES.values())
