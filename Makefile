@@ -51,6 +51,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check usp tests benchmarks tools data
 	$(BIN)/ruff format --check usp tests benchmarks tools data
 	$(PY) data/generate.py --check
+	$(PY) tools/check_layers.py usp
 	@! grep -rnE '^\s*(import|from) pickle|pickle\.(load|dump)' usp tools || { echo "pickle is not allowed"; exit 1; }
 
 format: $(STAMP)

@@ -29,14 +29,16 @@ from _timing import median_seconds, report  # noqa: E402
 from usp.api import PredictorConfig  # noqa: E402
 from usp.core.cusum import (  # noqa: E402
     CusumDetector,
-    average_run_length,
     cusum_update,
     default_warmup,
     init_cusum,
+)
+from usp.io.data import load_series  # noqa: E402
+from usp.reference.cusum import (  # noqa: E402
+    average_run_length,
     siegmund_arl,
     simulate_run_lengths,
 )
-from usp.io.data import load_series  # noqa: E402
 
 
 def page_arl(shift: float, threshold: float, slack: float, nodes: int = 64) -> float:

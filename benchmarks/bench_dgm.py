@@ -30,6 +30,7 @@ from _timing import median_seconds, report  # noqa: E402
 
 from usp.api import PredictorConfig  # noqa: E402
 from usp.kernels import dgm  # noqa: E402
+from usp.reference import dgm as dgm_reference  # noqa: E402
 
 HEAT_SIZE = dict(width=32, depth=3, batch_size=256, n_steps=2500)  # the notebook's CI size
 
@@ -70,8 +71,8 @@ def crank_nicolson_kolmogorov(intercept, slope, volatility, half_width, n_space=
 
 
 def heat_accuracy() -> float:
-    args = dgm.HeatCoefficients(sigma=1.0, width=0.5, t_final=1.0)
-    problem = dgm.heat_problem()
+    args = dgm_reference.HeatCoefficients(sigma=1.0, width=0.5, t_final=1.0)
+    problem = dgm_reference.heat_problem()
     net = dgm.DGMNet(
         1.0, -3.0, 3.0, width=HEAT_SIZE["width"], depth=HEAT_SIZE["depth"], key=jax.random.key(0)
     )
@@ -85,7 +86,7 @@ def heat_accuracy() -> float:
         learning_rate=3e-3,
     )
     t, x = jnp.meshgrid(jnp.linspace(0.0, 1.0, 21), jnp.linspace(-3.0, 3.0, 61))
-    exact = dgm.heat_solution(t, x, args)
+    exact = dgm_reference.heat_solution(t, x, args)
     return float(jnp.linalg.norm(jax.vmap(jax.vmap(net))(t, x) - exact) / jnp.linalg.norm(exact))
 
 
@@ -157,7 +158,7 @@ def main() -> None:
 
     def closed_form(p, b):
         z = (b[-1] - p.loc) / p.scale
-        return p.loc + p.scale * dgm.linear_diffusion_mean(p.diffusion, z)
+        return p.loc + p.scale * dgm_reference.linear_diffusion_mean(p.diffusion, z)
 
     closed = jax.jit(closed_form)
     closed_us = 1e6 * median_seconds(lambda: closed(params, buffer).block_until_ready(), 200)
@@ -167,7 +168,7 @@ def main() -> None:
     fd_ms = 1e3 * median_seconds(lambda: crank_nicolson_kolmogorov(*coefficients), repeats)
     fd_x, fd_v = crank_nicolson_kolmogorov(*coefficients)
     zs = jnp.linspace(-3.0, 3.0, 121)
-    exact = np.asarray(dgm.linear_diffusion_mean(d, zs))
+    exact = np.asarray(dgm_reference.linear_diffusion_mean(d, zs))
     dgm_error = float(
         np.max(np.abs(np.asarray(jax.vmap(lambda z: params.net(0.0, z))(zs)) - exact))
     )

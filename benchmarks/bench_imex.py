@@ -23,14 +23,16 @@ import scipy.stats as st  # noqa: E402
 from _timing import median_seconds, report  # noqa: E402
 
 from usp.kernels.imex import (  # noqa: E402
-    CallPayoff,
     IMEXBranch,
     LogPriceGrid,
     MertonModel,
+    solve_pide,
+)
+from usp.reference.imex import (  # noqa: E402
+    CallPayoff,
     exponential_moment,
     merton_call_price,
     simulate_merton,
-    solve_pide,
 )
 
 SPOT = STRIKE = 100.0

@@ -35,12 +35,12 @@ from usp.kernels.malliavin import (  # noqa: E402
     augmented_diffusion,
     augmented_drift,
     brownian_increments,
-    finite_difference_delta,
     initial_augmented_state,
     malliavin_delta,
     solve_augmented_diffrax,
     solve_augmented_scan,
 )
+from usp.reference.malliavin import finite_difference_delta  # noqa: E402
 
 S0, STRIKE, RATE, VOL, MATURITY = 100.0, 100.0, 0.05, 0.2, 1.0
 DISCOUNT = float(np.exp(-RATE * MATURITY))

@@ -55,7 +55,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import median_seconds, report  # noqa: E402
 
-from usp.api.predictor import FunctionalPredictor  # noqa: E402
+from usp.api.functional import FunctionalPredictor  # noqa: E402
 from usp.api.runtime import tree_digest  # noqa: E402
 from usp.api.sharding import asset_mesh, shard_states, sharded_step_batch  # noqa: E402
 

@@ -26,6 +26,7 @@ import roughpy as rp  # noqa: E402
 
 from usp.api import PredictorConfig  # noqa: E402
 from usp.kernels import signature as sig  # noqa: E402
+from usp.reference import signature as sig_reference  # noqa: E402
 
 
 def median_seconds(function, *args, repeats: int) -> float:
@@ -53,7 +54,7 @@ def chen_identity_error(rng: np.random.Generator, paths_per_case: int) -> float:
         first = sig.signature(paths[:, : cut + 1], depth)
         second = sig.signature(paths[:, cut:], depth)
         combined = jax.vmap(
-            lambda a, b, d=dim, D=depth: sig.signature_product(a, b, dim=d, depth=D)
+            lambda a, b, d=dim, D=depth: sig_reference.signature_product(a, b, dim=d, depth=D)
         )(first, second)
         worst = max(worst, float(jnp.max(jnp.abs(whole - combined))))
     return worst
@@ -73,9 +74,9 @@ def accuracy_on_path_dependent_series(quick: bool) -> dict[str, float]:
     config = PredictorConfig()
     branch = sig.SignatureBranch.from_config(config)
     length, stride = (6_000, 4) if quick else (40_000, 1)
-    series = sig.path_dependent_series(length, key=jax.random.key(2024))
+    series = sig_reference.path_dependent_series(length, key=jax.random.key(2024))
     n = config.wtmm_buffer_size
-    backtest = sig.one_step_backtest(branch, series, buffer_length=n, stride=stride)
+    backtest = sig_reference.one_step_backtest(branch, series, buffer_length=n, stride=stride)
     ends = np.arange(n, length, stride)
     buffers = series[ends[:, None] - n + np.arange(n)[None, :]]
 
@@ -127,7 +128,7 @@ def speed(quick: bool) -> dict[str, float]:
 
     config = PredictorConfig()
     branch = sig.SignatureBranch.from_config(config)
-    series = sig.path_dependent_series(4_000, key=jax.random.key(3))
+    series = sig_reference.path_dependent_series(4_000, key=jax.random.key(3))
     buffer = series[-config.wtmm_buffer_size :]
     params = branch.fit(branch.init(key=jax.random.key(0)), buffer)
     key = jax.random.key(1)

@@ -38,10 +38,12 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from _timing import report  # noqa: E402
 
-import usp  # noqa: E402,F401  (applies the XLA memory settings before the first operation)
-from usp.api.predictor import UniversalPredictor  # noqa: E402
+from usp.api._memory import apply_xla_memory_defaults  # noqa: E402
+from usp.api.universal import UniversalPredictor  # noqa: E402
 from usp.contracts.types import MarketObservation  # noqa: E402
 from usp.eval.throughput import TICK_NS  # noqa: E402
+
+apply_xla_memory_defaults()  # XLA reads them at the first operation; `import usp` sets nothing
 
 SAMPLES = 200
 

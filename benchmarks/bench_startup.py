@@ -54,7 +54,7 @@ if sys.argv[1] == "import-only":
     raise SystemExit
 enable_compilation_cache(sys.argv[1])
 import jax
-from usp.api.predictor import FunctionalPredictor
+from usp.api.functional import FunctionalPredictor
 from usp.contracts.types import MarketObservation
 
 fp = FunctionalPredictor()
@@ -117,7 +117,7 @@ def timed_start(args: list[str]) -> tuple[float, dict]:
 def write_state(path: Path) -> None:
     """A cold state snapshot, written by a child so this process stays free of JAX."""
     code = (
-        "import sys; from usp.api.predictor import FunctionalPredictor; "
+        "import sys; from usp.api.functional import FunctionalPredictor; "
         "fp = FunctionalPredictor(); fp.save_state(sys.argv[1], fp.init_state())"
     )
     subprocess.run([sys.executable, "-c", code, str(path)], env=child_env(), check=True)

@@ -48,13 +48,9 @@ import numpy as np  # noqa: E402
 from _timing import median_seconds, report  # noqa: E402
 
 from usp.api import PredictorConfig  # noqa: E402
-from usp.api.predictor import (  # noqa: E402
-    FunctionalPredictor,
-    UniversalPredictor,
-    _guarded_step,
-    blockwise,
-)
+from usp.api.functional import FunctionalPredictor, _guarded_step, blockwise  # noqa: E402
 from usp.api.runtime import broadcast_states  # noqa: E402
+from usp.api.universal import UniversalPredictor  # noqa: E402
 from usp.contracts.types import MarketObservation  # noqa: E402
 from usp.core.step import _learned_tau, jko_step_from_config  # noqa: E402
 from usp.eval.throughput import (  # noqa: E402
@@ -71,7 +67,7 @@ BATCH_SIZES = (1, 64, 1024)
 FIT_HISTORY_SCRIPT = """
 import time, numpy as np, jax
 jax.config.update("jax_enable_x64", True)
-from usp.api.predictor import UniversalPredictor
+from usp.api.universal import UniversalPredictor
 history = 100.0 + np.cumsum(np.random.default_rng(1).normal(0.0, {std}, {n}))
 predictor = UniversalPredictor(clock=None)
 start = time.perf_counter()

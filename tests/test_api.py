@@ -127,6 +127,7 @@ def _result(batch=(), **flags):
         adaptive_threshold=f(5.0),
         weights=jnp.full((*batch, 4), 0.25),
         branch_forecasts=jnp.full((*batch, 4), 1.0),
+        branch_scales=jnp.full((*batch, 4), 0.5),
         predictive_scale=f(0.1),
         sinkhorn_converged=b("sinkhorn_converged"),
         degraded_inference_mode=b("degraded_inference_mode"),

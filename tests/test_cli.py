@@ -173,7 +173,7 @@ def test_backtest_writes_a_complete_report(backtest_run):
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["name"] == "gbm" and metrics["forecasts"] == 2 * TEST
     assert metrics["first_index"] == TRAIN + 1 and metrics["last_index"] == TRAIN + 2 * TEST
-    assert set(metrics["metrics"]) == set(MODEL_ORDER)
+    assert set(metrics["metrics"]) == {*MODEL_ORDER, "A", "B", "C", "D"}
     usp = metrics["metrics"]["usp"]
     for key in ("rmse", "mae", "rmse_over_naive", "directional_accuracy", "coverage_90"):
         assert isinstance(usp[key], float), key

@@ -17,7 +17,6 @@ from usp.core.cusum import (
     MAX_STANDARDISED_ERROR,
     CusumDetector,
     adaptive_threshold,
-    average_run_length,
     cusum_recursion,
     cusum_update,
     default_warmup,
@@ -25,10 +24,9 @@ from usp.core.cusum import (
     grace_gate,
     init_cusum,
     sample_kurtosis,
-    siegmund_arl,
-    simulate_run_lengths,
 )
 from usp.io.data import load_series
+from usp.reference.cusum import average_run_length, siegmund_arl, simulate_run_lengths
 
 # --------------------------------------------------------------------------------------------
 # Oracles written independently of the module

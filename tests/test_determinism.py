@@ -34,7 +34,7 @@ from usp.api.runtime import (
 )
 configure_numerics(x64=sys.argv[1] == "float64")
 enable_compilation_cache(sys.argv[2])
-from usp.api.predictor import UniversalPredictor
+from usp.api.universal import UniversalPredictor
 from usp.io.data import load_series
 
 fit_length, chunks = int(sys.argv[3]), int(sys.argv[4])
@@ -151,7 +151,7 @@ def _gpu_devices() -> list[jax.Device]:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _gpu_devices(), reason="no GPU: CPU-GPU parity needs one")
 def test_cpu_and_gpu_agree():
-    from usp.api.predictor import UniversalPredictor
+    from usp.api.universal import UniversalPredictor
     from usp.io.data import load_series
 
     series = load_series("merton").values[: FIT_LENGTH + 128]

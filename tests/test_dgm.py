@@ -15,6 +15,7 @@ from hypothesis import strategies as hst
 
 from usp.api import AbstractBranch, DomainError, Forecast, PredictorConfig
 from usp.kernels import dgm
+from usp.reference import dgm as dgm_reference
 
 HEAT_SIZE = dict(width=32, depth=3, batch_size=256, n_steps=2500)
 MERTON_SIZE = dict(width=32, depth=3, batch_size=256, n_steps=4000)
@@ -87,15 +88,15 @@ def test_dgm_net_rejects_an_empty_domain():
 
 @pytest.fixture(scope="module")
 def heat():
-    args = dgm.HeatCoefficients(sigma=1.0, width=0.5, t_final=1.0)
-    net, history = train(dgm.heat_problem(), args, seed=0, **HEAT_SIZE)
+    args = dgm_reference.HeatCoefficients(sigma=1.0, width=0.5, t_final=1.0)
+    net, history = train(dgm_reference.heat_problem(), args, seed=0, **HEAT_SIZE)
     return net, history, args
 
 
 def test_heat_equation_relative_l2_below_two_percent(heat):
     net, history, args = heat
     t, x = jnp.meshgrid(jnp.linspace(0.0, 1.0, 21), jnp.linspace(-3.0, 3.0, 61))
-    error = relative_l2(net, dgm.heat_solution(t, x, args), t, x)
+    error = relative_l2(net, dgm_reference.heat_solution(t, x, args), t, x)
     assert error <= 0.02, error
     assert np.all(np.isfinite(np.asarray(history.loss_terms)))
     # The loss fell by orders of magnitude: training, not luck of initialisation. Measured
@@ -106,24 +107,24 @@ def test_heat_equation_relative_l2_below_two_percent(heat):
 
 
 def test_training_is_deterministic():
-    args = dgm.HeatCoefficients(sigma=1.0, width=0.5, t_final=1.0)
+    args = dgm_reference.HeatCoefficients(sigma=1.0, width=0.5, t_final=1.0)
     size = dict(width=8, depth=2, batch_size=64, n_steps=50)
-    first, _ = train(dgm.heat_problem(), args, seed=3, **size)
-    second, _ = train(dgm.heat_problem(), args, seed=3, **size)
+    first, _ = train(dgm_reference.heat_problem(), args, seed=3, **size)
+    second, _ = train(dgm_reference.heat_problem(), args, seed=3, **size)
     for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_merton_value_function_and_optimal_fraction():
-    args = dgm.MertonCoefficients(
+    args = dgm_reference.MertonCoefficients(
         rate=0.05, drift=0.15, volatility=0.3, risk_aversion=2.0, t_final=1.0
     )
-    net, _ = train(dgm.merton_problem(), args, seed=2, **MERTON_SIZE)
+    net, _ = train(dgm_reference.merton_problem(), args, seed=2, **MERTON_SIZE)
     t, x = jnp.meshgrid(jnp.linspace(0.0, 1.0, 21), jnp.linspace(0.5, 2.0, 61))
-    assert relative_l2(net, dgm.merton_value(t, x, args), t, x) <= 0.01
+    assert relative_l2(net, dgm_reference.merton_value(t, x, args), t, x) <= 0.01
     wealth = jnp.linspace(0.65, 1.85, 121)
     jets = jax.vmap(lambda w: dgm.jet(net, jnp.asarray(0.0), w))(wealth)
-    fraction = dgm.merton_policy(wealth, jets, args) / dgm.merton_fraction(args)
+    fraction = dgm_reference.merton_policy(wealth, jets, args) / dgm_reference.merton_fraction(args)
     # pi* is a ratio of derivatives that the HJB residual constrains weakly (the notebook derives
     # why): at this size its RMS error spans 2-15% over seeds (this seed: ~15%); full size ~2-3%.
     assert float(jnp.sqrt(jnp.mean((fraction - 1.0) ** 2))) <= 0.20
@@ -131,15 +132,19 @@ def test_merton_value_function_and_optimal_fraction():
 
 def test_merton_closed_form_solves_its_hjb():
     """The oracle itself: the closed form has zero reduced-HJB residual and the right pi*."""
-    args = dgm.MertonCoefficients(
+    args = dgm_reference.MertonCoefficients(
         rate=0.05, drift=0.15, volatility=0.3, risk_aversion=2.0, t_final=1.0
     )
     for t, x in [(0.0, 0.7), (0.4, 1.3), (0.9, 1.9)]:
-        j = dgm.jet(lambda s, y: dgm.merton_value(s, y, args), jnp.asarray(t), jnp.asarray(x))
-        residual = j.v_t + dgm.merton_hamiltonian(jnp.asarray(t), jnp.asarray(x), j, args)
+        j = dgm.jet(
+            lambda s, y: dgm_reference.merton_value(s, y, args), jnp.asarray(t), jnp.asarray(x)
+        )
+        residual = j.v_t + dgm_reference.merton_hamiltonian(jnp.asarray(t), jnp.asarray(x), j, args)
         assert abs(float(residual)) < 1e-12
         np.testing.assert_allclose(
-            float(dgm.merton_policy(x, j, args)), float(dgm.merton_fraction(args)), rtol=1e-12
+            float(dgm_reference.merton_policy(x, j, args)),
+            float(dgm_reference.merton_fraction(args)),
+            rtol=1e-12,
         )
 
 
@@ -223,7 +228,7 @@ def test_nan_entropy_reads_as_collapsed():
 def test_linear_diffusion_reproduces_the_ar1_transition(coefficient, intercept, residual_std, z):
     fit = dgm.AR1Fit(jnp.asarray(intercept), jnp.asarray(coefficient), jnp.asarray(residual_std))
     diffusion = dgm.linear_diffusion_from_ar1(fit)
-    mean = float(dgm.linear_diffusion_mean(diffusion, z))
+    mean = float(dgm_reference.linear_diffusion_mean(diffusion, z))
     assert abs(mean - (intercept + coefficient * z)) < 1e-9 * (1 + abs(z))
     slope, vol = float(diffusion.slope), float(diffusion.volatility)
     variance = vol**2 * (math.expm1(2 * slope) / (2 * slope) if abs(slope) > 1e-12 else 1.0)
@@ -298,7 +303,7 @@ def test_params_are_a_pytree_of_arrays(fitted, branch, ou_series):
 def test_fitted_pde_solution_matches_closed_form(fitted):
     zs = jnp.linspace(-3.0, 3.0, 121)
     v = jax.vmap(lambda z: fitted.net(0.0, z))(zs)
-    exact = dgm.linear_diffusion_mean(fitted.diffusion, zs)
+    exact = dgm_reference.linear_diffusion_mean(fitted.diffusion, zs)
     assert float(jnp.max(jnp.abs(v - exact))) < 0.05 * float(fitted.step_std)
     assert int(fitted.n_rounds) == 1 and float(fitted.training_loss) <= 1e-3
     assert not bool(fitted.entropy.collapsed)
@@ -333,7 +338,7 @@ def test_predict_is_linear_beyond_the_domain(branch, fitted, ou_series):
     buffer = jnp.asarray(ou_series[:BUFFER])
     far = fitted.loc + 7.0 * fitted.scale  # z = 7 > half_width = 5
     mean = branch.predict(fitted, buffer.at[-1].set(far), key=jax.random.key(0)).mean
-    exact = fitted.loc + fitted.scale * dgm.linear_diffusion_mean(fitted.diffusion, 7.0)
+    exact = fitted.loc + fitted.scale * dgm_reference.linear_diffusion_mean(fitted.diffusion, 7.0)
     assert abs(float(mean - exact)) < 0.1 * float(fitted.scale * fitted.step_std)
 
 

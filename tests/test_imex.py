@@ -15,7 +15,6 @@ from hypothesis import strategies as hs
 
 from usp.api import PredictorConfig
 from usp.kernels.imex import (
-    CallPayoff,
     ExponentialPayoff,
     IMEXBranch,
     LogPriceGrid,
@@ -23,15 +22,18 @@ from usp.kernels.imex import (
     anderson_solve,
     check_price_buffer,
     estimate_merton,
-    exponential_moment,
     jump_correlation,
     jump_kernel,
-    merton_call_price,
     picard_solve,
-    simulate_merton,
     solve_pide,
     thomas_factor,
     thomas_solve,
+)
+from usp.reference.imex import (
+    CallPayoff,
+    exponential_moment,
+    merton_call_price,
+    simulate_merton,
 )
 
 RATE, MATURITY, SPOT, STRIKE = 0.05, 0.25, 100.0, 100.0

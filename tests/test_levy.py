@@ -10,11 +10,11 @@ from usp.api import PredictorConfig
 from usp.kernels.levy import (
     LevyBranch,
     LevyParams,
-    characteristic_function,
     fit_stable,
     stable_sample,
     standard_stable_s1,
 )
+from usp.reference.levy import characteristic_function
 
 N_DRAWS = 40_000
 CASES = [(0.8, -0.3), (1.0, 0.0), (1.0, 0.7), (1.5, 0.5), (1.95, 0.2), (2.0, 0.0)]

@@ -15,12 +15,12 @@ from scipy.stats import norm
 from usp.kernels.malliavin import (
     bel_weight,
     brownian_increments,
-    finite_difference_delta,
     malliavin_delta,
     mean_and_standard_error,
     solve_augmented_diffrax,
     solve_augmented_scan,
 )
+from usp.reference.malliavin import finite_difference_delta
 
 S0, STRIKE, RATE, VOL, MATURITY = 100.0, 100.0, 0.05, 0.2, 1.0
 DISCOUNT = float(np.exp(-RATE * MATURITY))

@@ -1,5 +1,6 @@
-"""OPS-3/OPS-4 helpers: XLA memory defaults applied by ``import usp`` (a user's values win), the
-compilation cache switch, compile counting, and the pytree digest used by the determinism test.
+"""OPS-3/OPS-4 helpers: ``import usp`` leaves the environment alone, ``configure_numerics()`` and
+the ``usp`` command apply the XLA memory defaults (a user's values win), the compilation cache
+switch, compile counting, and the pytree digest used by the determinism test.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from usp import _env
-from usp.api import programs
-from usp.api.predictor import FunctionalPredictor, UniversalPredictor
+from usp.api import _memory, programs
+from usp.api.functional import FunctionalPredictor
 from usp.api.runtime import (
     count_compilations,
     default_cache_dir,
@@ -25,66 +25,118 @@ from usp.api.runtime import (
     tree_digest,
     warm_up,
 )
+from usp.api.universal import UniversalPredictor
 from usp.contracts.config import PredictorConfig
 from usp.contracts.types import MarketObservation
 
-MEMORY_VARIABLES = (*_env.XLA_MEMORY_DEFAULTS, *_env.DEPRECATED_ALIASES.values())
+MEMORY_VARIABLES = (*_memory.XLA_MEMORY_DEFAULTS, *_memory.DEPRECATED_ALIASES.values())
+# What `import jax` itself puts into os.environ (jax/__init__.py: setdefault; cloud_tpu_init:
+# set on a machine without TPU chips). The probes' environment already holds these values, so
+# any difference an import leaves is usp's (or another dependency's) own.
+JAX_IMPORT_ENV = {"TF_CPP_MIN_LOG_LEVEL": "1", "TPU_SKIP_MDS_QUERY": "1"}
 
-PROBE = """
+
+def probe_env(**user: str) -> dict[str, str]:
+    """This process's environment without any XLA memory variable, plus ``user``'s values."""
+    env = {k: v for k, v in os.environ.items() if k not in MEMORY_VARIABLES}
+    env.update(JAX_IMPORT_ENV)
+    env["PROBE_NAMES"] = json.dumps(MEMORY_VARIABLES)
+    env.update(user)
+    return env
+
+
+def run_probe(code: str, env: dict[str, str]) -> dict:
+    """Run ``code`` in a fresh interpreter; its last stdout line is a JSON object."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+IMPORT_PROBE = """
 import json, os
+before = dict(os.environ)
 import usp
-from usp import _env
-names = json.loads(os.environ["PROBE_NAMES"])
-print(json.dumps({"env": {n: os.environ.get(n) for n in names},
-                  "backend_started": _env._backend_started()}))
+after = dict(os.environ)
+from usp.api import _memory
+changed = {k: [before.get(k), after.get(k)] for k in sorted(before.keys() | after.keys())
+           if before.get(k) != after.get(k)}
+print(json.dumps({"changed": changed, "backend_started": _memory._backend_started()}))
 """
 
 
-def test_import_usp_in_a_fresh_process_sets_the_memory_defaults_and_starts_no_backend():
-    env = {k: v for k, v in os.environ.items() if k not in MEMORY_VARIABLES}
-    env["PROBE_NAMES"] = json.dumps(MEMORY_VARIABLES)
-    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"  # the user's own choice
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    probe = json.loads(done.stdout.strip().splitlines()[-1])
-    assert probe["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
-    assert probe["env"]["XLA_CLIENT_MEM_FRACTION"] == "0.5"
-    assert probe["env"]["XLA_PYTHON_CLIENT_ALLOCATOR"] == "bfc"
-    assert probe["env"]["XLA_PYTHON_CLIENT_MEM_FRACTION"] is None
+def test_import_usp_in_a_fresh_process_changes_no_environment_variable_and_starts_no_backend():
+    probe = run_probe(IMPORT_PROBE, probe_env())
+    # name: [before, after] for every variable `import usp` added, changed or removed.
+    assert probe["changed"] == {}, f"import usp changed os.environ: {probe['changed']}"
     # `import usp` creates no array: XLA_FLAGS and memory settings made after it still apply.
     assert probe["backend_started"] is False
+
+
+APPLY_PROBE = """
+import json, os, warnings
+import usp
+names = json.loads(os.environ["PROBE_NAMES"])
+unset = {n: os.environ.get(n) for n in names}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    if os.environ["PROBE_HOW"] == "configure_numerics":
+        from usp.api.runtime import configure_numerics
+        configure_numerics()
+    else:
+        from usp.cli import main
+        assert main(["datasets"]) == 0
+print(json.dumps({"after_import": unset, "env": {n: os.environ.get(n) for n in names},
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+@pytest.mark.parametrize("how", ["configure_numerics", "cli"])
+def test_the_process_entry_points_apply_the_memory_defaults_and_keep_the_users_values(how):
+    env = probe_env(XLA_PYTHON_CLIENT_PREALLOCATE="true", PROBE_HOW=how)  # the user's own choice
+    probe = run_probe(APPLY_PROBE, env)
+    assert probe["after_import"] == {
+        **dict.fromkeys(MEMORY_VARIABLES),
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "true",
+    }
+    assert probe["env"] == {
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "true",
+        "XLA_CLIENT_MEM_FRACTION": "0.5",
+        "XLA_PYTHON_CLIENT_ALLOCATOR": "bfc",
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": None,
+    }
+    assert probe["warnings"] == []  # applied before JAX started a backend
 
 
 @pytest.fixture
 def clean_memory_env(monkeypatch):
     for name in MEMORY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(_env, "_backend_started", lambda: False)
+    monkeypatch.setattr(_memory, "_backend_started", lambda: False)
     return monkeypatch
 
 
 def test_defaults_fill_only_what_is_unset(clean_memory_env):
     clean_memory_env.setenv("XLA_PYTHON_CLIENT_ALLOCATOR", "platform")
-    applied = _env.apply_xla_memory_defaults()
+    applied = _memory.apply_xla_memory_defaults()
     assert applied == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_CLIENT_MEM_FRACTION": "0.5"}
     assert os.environ["XLA_PYTHON_CLIENT_ALLOCATOR"] == "platform"
-    assert _env.apply_xla_memory_defaults() == {}  # idempotent
+    assert _memory.apply_xla_memory_defaults() == {}  # idempotent
 
 
 def test_the_deprecated_fraction_name_blocks_the_new_default(clean_memory_env):
     # jaxlib raises when both names are set, so the user's old name must stop the default.
     clean_memory_env.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.3")
-    applied = _env.apply_xla_memory_defaults()
+    applied = _memory.apply_xla_memory_defaults()
     assert "XLA_CLIENT_MEM_FRACTION" not in applied
     assert "XLA_CLIENT_MEM_FRACTION" not in os.environ
 
 
 def test_late_settings_warn(clean_memory_env):
-    clean_memory_env.setattr(_env, "_backend_started", lambda: True)
+    clean_memory_env.setattr(_memory, "_backend_started", lambda: True)
     with pytest.warns(RuntimeWarning, match="apply only to new processes"):
-        _env.apply_xla_memory_defaults()
+        _memory.apply_xla_memory_defaults()
 
 
 def test_cache_dir_defaults(monkeypatch, tmp_path):

@@ -34,7 +34,7 @@ import json, sys
 import jax, numpy as np
 sys.path.insert(0, sys.argv[3])
 from bench_sharding import batch, normwise_gap, run  # the benchmark's own helpers
-from usp.api.predictor import FunctionalPredictor
+from usp.api.functional import FunctionalPredictor
 from usp.api.runtime import tree_digest
 from usp.api.sharding import asset_mesh, pad_assets, shard_states, sharded_step_batch
 

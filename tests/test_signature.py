@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from usp.api import DomainError, PredictorConfig
 from usp.kernels import signature as sig
+from usp.reference import signature as sig_reference
 
 KEY = jax.random.key(0)
 
@@ -97,7 +98,7 @@ def test_signature_matches_roughpy(dim, depth, length):
     _, stream = roughpy_stream(path, depth)
     theirs = np.asarray(stream.signature())
     assert theirs[0] == 1.0  # roughpy includes the level-0 term; signax does not
-    assert ours.shape == (sig.signature_dimension(dim, depth),) == theirs[1:].shape
+    assert ours.shape == (sig_reference.signature_dimension(dim, depth),) == theirs[1:].shape
     np.testing.assert_allclose(ours, theirs[1:], rtol=0, atol=1e-12 * max(1, np.abs(theirs).max()))
 
 
@@ -133,7 +134,7 @@ def test_chen_identity(seed, cut, spread):
     path = jnp.asarray(path)
     whole = sig.signature(path, depth)
     first, second = sig.signature(path[: cut + 1], depth), sig.signature(path[cut:], depth)
-    combined = sig.signature_product(first, second, dim=dim, depth=depth)
+    combined = sig_reference.signature_product(first, second, dim=dim, depth=depth)
     assert float(jnp.max(jnp.abs(whole - combined))) <= 1e-10
     # the same identity in the independent NumPy algebra
     ours = flatten(group_mul(tensor_levels(first, dim, depth), tensor_levels(second, dim, depth)))
@@ -195,7 +196,9 @@ def test_area_coordinate_is_levy_area_closed_form():
     features = sig.window_features(windows, 1.0, 3)
     assert features.shape == (100, 4)
     np.testing.assert_allclose(features[:, 0], windows[:, -1] - windows[:, 0], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(features[:, 1], jax.vmap(sig.levy_area)(windows), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        features[:, 1], jax.vmap(sig_reference.levy_area)(windows), rtol=0, atol=1e-12
+    )
 
 
 # --- the ridge -----------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def test_ridge_ignores_a_constant_column():
 
 def test_path_dependent_series_follows_its_equation():
     n, w, key = 300, sig.DEFAULT_WINDOW, jax.random.key(4)
-    series = np.asarray(sig.path_dependent_series(n, key=key))
+    series = np.asarray(sig_reference.path_dependent_series(n, key=key))
     noise = np.asarray(jax.random.normal(key, (n,)))
     np.testing.assert_allclose(series[:w], np.cumsum(noise[:w]), rtol=0, atol=1e-12)
     t = np.linspace(0, 1, w)
@@ -263,7 +266,7 @@ def branch():
 
 @pytest.fixture(scope="module")
 def series():
-    return sig.path_dependent_series(3_000, key=jax.random.key(7))
+    return sig_reference.path_dependent_series(3_000, key=jax.random.key(7))
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +290,7 @@ def test_from_config(branch):
 
 
 def test_branch_beats_random_walk_out_of_sample(branch, series):
-    backtest = sig.one_step_backtest(branch, series, buffer_length=128, stride=3)
+    backtest = sig_reference.one_step_backtest(branch, series, buffer_length=128, stride=3)
     assert backtest.mean.shape[0] == len(range(128, 3_000, 3))
     ratio = float(backtest.rmse_over_naive())
     assert ratio <= 0.98, ratio
@@ -299,7 +302,7 @@ def test_branch_does_not_beat_random_walk_on_a_random_walk(branch):
     # no structure to find: the ridge must not invent any (the ratio stays near 1)
     walk = jnp.cumsum(jax.random.normal(jax.random.key(9), (3_000,)))
     ratio = float(
-        sig.one_step_backtest(branch, walk, buffer_length=128, stride=3).rmse_over_naive()
+        sig_reference.one_step_backtest(branch, walk, buffer_length=128, stride=3).rmse_over_naive()
     )
     assert 0.98 < ratio < 1.05, ratio
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from usp import IntegrityError, MarketObservation, PredictorConfig, UniversalPredictor
-from usp.api.predictor import FunctionalPredictor
+from usp.api.functional import FunctionalPredictor
 from usp.api.runtime import tree_digest
 from usp.io import snapshot as snap
 from usp.io.data import load_series

@@ -6,8 +6,15 @@ front matter::
     usp_module: usp.kernels.levy
 
 Its code cells tagged ``export`` are written, in notebook order, into ``usp/kernels/levy.py``
-under a header that names the notebook to edit. Nothing else is generated, so the same
-notebooks always produce byte-identical files (the nbdev pattern: export, then ``git diff``).
+under a header that names the notebook to edit. Teaching code (oracles, closed forms,
+simulators, demonstrations that only notebooks, tests and benchmarks use) is tagged
+``export-reference`` instead, and goes, the same way, into the module named by a second key::
+
+    usp_reference_module: usp.reference.levy
+
+so that the runtime package holds runtime code only and nothing in it imports ``usp.reference``.
+Nothing else is generated, so the same notebooks always produce byte-identical files (the nbdev
+pattern: export, then ``git diff``).
 
     python tools/literate.py export          # write usp/ from notebooks/
     python tools/literate.py check           # exit 1 if usp/ differs from what notebooks generate
@@ -24,6 +31,10 @@ from pathlib import Path
 
 EXPORT_TAG = "export"
 MODULE_KEY = "usp_module"
+REFERENCE_TAG = "export-reference"
+REFERENCE_KEY = "usp_reference_module"
+TARGETS = ((EXPORT_TAG, MODULE_KEY), (REFERENCE_TAG, REFERENCE_KEY))
+"""(cell tag, front-matter key naming the module its cells go to), for each kind of export."""
 HEADER_MARK = "# GENERATED FILE - DO NOT EDIT."
 
 
@@ -46,50 +57,62 @@ def _read_notebook(path: Path):
     return jupytext.read(path)
 
 
-def module_path(dotted: str, root: Path) -> Path:
+def module_path(dotted: str, root: Path, key: str = MODULE_KEY) -> Path:
     """``usp.kernels.levy`` -> ``root/usp/kernels/levy.py``; refuse anything outside ``usp``."""
     parts = dotted.split(".")
     if len(parts) < 2 or parts[0] != "usp":
-        raise ExportError(f"{MODULE_KEY} must name a module inside the usp package, got {dotted!r}")
+        raise ExportError(f"{key} must name a module inside the usp package, got {dotted!r}")
     for part in parts:
         if not part.isidentifier() or keyword.iskeyword(part):
-            raise ExportError(f"{MODULE_KEY} {dotted!r}: {part!r} is not a valid module name")
+            raise ExportError(f"{key} {dotted!r}: {part!r} is not a valid module name")
     return root.joinpath(*parts[:-1], parts[-1] + ".py")
 
 
-def header(notebook_rel: str) -> str:
+def header(notebook_rel: str, tag: str = EXPORT_TAG) -> str:
     return (
         f"{HEADER_MARK}\n"
-        f"# Source: {notebook_rel} (code cells tagged `{EXPORT_TAG}`).\n"
+        f"# Source: {notebook_rel} (code cells tagged `{tag}`).\n"
         f"# Edit the notebook, then run `make export`.\n"
     )
 
 
-def render_module(notebook: Path, root: Path) -> ModuleSource | None:
-    """The module one notebook generates, or None if it exports nothing."""
+def render_notebook(notebook: Path, root: Path) -> list[ModuleSource]:
+    """The modules one notebook generates: its runtime module (cells tagged ``export``) and its
+    reference module (cells tagged ``export-reference``), each only if it has such cells."""
     nb = _read_notebook(notebook)
-    cells = [
-        cell.source.strip("\n").rstrip()
-        for cell in nb.cells
-        if cell.cell_type == "code" and EXPORT_TAG in cell.metadata.get("tags", [])
-    ]
-    dotted = nb.metadata.get(MODULE_KEY)
     rel = notebook.relative_to(root).as_posix() if notebook.is_relative_to(root) else notebook.name
-    if not cells:
-        if dotted:
-            raise ExportError(f"{rel}: names {MODULE_KEY}: {dotted} but has no cell tagged export")
-        return None
-    if not dotted:
-        raise ExportError(
-            f"{rel}: {len(cells)} code cell(s) tagged {EXPORT_TAG!r} but no "
-            f"'{MODULE_KEY}: usp.<layer>.<name>' in the front matter: nowhere to write them"
-        )
-    body = "\n\n\n".join(cell for cell in cells if cell)
-    return ModuleSource(notebook, module_path(dotted, root), header(rel) + "\n" + body + "\n")
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    for cell in code:
+        if {EXPORT_TAG, REFERENCE_TAG} <= set(cell.metadata.get("tags", [])):
+            raise ExportError(
+                f"{rel}: a cell tagged both {EXPORT_TAG!r} and {REFERENCE_TAG!r}: "
+                "runtime code or teaching code, not both"
+            )
+    modules = []
+    for tag, key in TARGETS:
+        cells = [
+            cell.source.strip("\n").rstrip()
+            for cell in code
+            if tag in cell.metadata.get("tags", [])
+        ]
+        dotted = nb.metadata.get(key)
+        if not cells:
+            if dotted:
+                raise ExportError(f"{rel}: names {key}: {dotted} but has no cell tagged {tag}")
+            continue
+        if not dotted:
+            raise ExportError(
+                f"{rel}: {len(cells)} code cell(s) tagged {tag!r} but no "
+                f"'{key}: usp.<layer>.<name>' in the front matter: nowhere to write them"
+            )
+        body = "\n\n\n".join(cell for cell in cells if cell)
+        text = header(rel, tag) + "\n" + body + "\n"
+        modules.append(ModuleSource(notebook, module_path(dotted, root, key), text))
+    return modules
 
 
 def render_all(notebook_dir: Path, root: Path) -> list[ModuleSource]:
-    modules = [m for nb in sorted(notebook_dir.glob("*.md")) if (m := render_module(nb, root))]
+    modules = [m for nb in sorted(notebook_dir.glob("*.md")) for m in render_notebook(nb, root)]
     seen: dict[Path, Path] = {}
     for m in modules:
         if m.target in seen:

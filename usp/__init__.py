@@ -4,13 +4,7 @@ A literate reference implementation of an online stochastic forecaster in JAX. T
 is re-exported here; modules with a leading underscore are private.
 """
 
-# XLA reads its memory settings when JAX creates its first GPU client, so they go into the
-# environment before anything below imports JAX (see usp/_env.py; a user's own values win).
-from ._env import apply_xla_memory_defaults
-
-apply_xla_memory_defaults()
-
-from .api import (  # noqa: E402
+from .api import (
     AbstractBranch,
     DomainError,
     Forecast,

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from usp.api._memory import apply_xla_memory_defaults
 from usp.api.runtime import configure_numerics, enable_compilation_cache
 from usp.contracts.config import PredictorConfig
 from usp.contracts.errors import USPError
@@ -310,6 +311,16 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``usp`` command; 0 on success, 2 (and one ``usp: error:`` line) on failure.
+
+    The command owns its process, so it applies the XLA memory defaults first
+    (``usp.api._memory``; a value the user exported wins). XLA reads them when the process
+    creates its first GPU client, at the first JAX operation, so they must be in ``os.environ``
+    before then. ``import usp`` sets nothing, and ``demo`` reads its series before the
+    ``configure_numerics()`` call of the backtest it runs, so they go in here, before any
+    command does anything.
+    """
+    apply_xla_memory_defaults()
     command = "this command"
     try:
         args = build_parser().parse_args(argv)

@@ -4,6 +4,9 @@ stateful), the tick gate, runtime set-up, exported programs and sharding.
 The contracts (config, types, errors, the branch contract) live in ``usp.contracts``; they are
 re-exported here so that code written against ``usp.api`` keeps working."""
 
+from usp.api.functional import FunctionalPredictor
+from usp.api.gate import TickGate
+from usp.api.universal import UniversalPredictor
 from usp.contracts import (
     SCHEMA_VERSION,
     AbstractBranch,
@@ -21,8 +24,6 @@ from usp.contracts import (
     USPError,
     USPWarning,
 )
-
-from .predictor import FunctionalPredictor, TickGate, UniversalPredictor
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -13,16 +13,15 @@ program itself (StableHLO). A process that finds the step's exported program des
     warm_up(fp)                     # first process: exports the step (one more trace)
     ...                             # later processes: fp.step runs the exported program
 
-An exported program is only valid for the code and settings it was traced with, so its file
-name is a digest of everything that shapes the trace: every source file of ``usp``, the versions
-of JAX, jaxlib and of every library the step's code calls while it is traced (``TRACED_PACKAGES``),
-the backend, the JAX settings baked into the program (x64, the default matmul precision, the
-PRNG), the config, ``learn_tau`` and the state's layout. Any change is a different file, never a
+An exported program is only valid for the code and settings it was traced with, so its file name is
+a digest of everything that shapes the trace: every source file of ``usp``, the versions of JAX,
+jaxlib and of every library the step's code calls while it is traced (``TRACED_PACKAGES``), the
+backend, the JAX settings baked into the program (x64, the default matmul precision, the PRNG), the
+config, ``learn_tau``, the branches and the state's layout. Any change is a different file, never a
 stale program. Results are bit-identical to the jitted step (same program, same compiler:
-``tests/test_runtime.py``). Files are written atomically; one that fails to load is reported
-with a warning and the step is traced as usual, and ``warm_up`` writes it again. Like JAX's
-compilation cache, the directory holds programs that will be run: keep it as private as the
-code.
+``tests/test_runtime.py``). Files are written atomically; one that fails to load is reported with a
+warning and the step is traced as usual, and ``warm_up`` writes it again. Like JAX's compilation
+cache, the directory holds programs that will be run: keep it as private as the code.
 """
 
 from __future__ import annotations
@@ -111,6 +110,7 @@ def program_path(directory: str | Path, fp: Any) -> Path:
         "settings": {name: str(getattr(jax.config, name)) for name in TRACED_SETTINGS},
         "config": fp.config.to_dict(),
         "learn_tau": fp.learn_tau,
+        "branches": list(fp.branch_names),
         "state": [
             f"{leaf.dtype}{list(leaf.shape)}" for leaf in jax.tree.leaves(fp.state_template())
         ],
@@ -121,7 +121,7 @@ def program_path(directory: str | Path, fp: Any) -> Path:
 
 def _flat_step(fp: Any) -> tuple[Callable[..., Any], list[jax.ShapeDtypeStruct]]:
     """The guarded step on flat leaves (``jax.export`` serialises no custom pytree types)."""
-    from usp.api.predictor import _guarded_step
+    from usp.api.functional import _guarded_step
 
     template = fp.state_template()
     state_def = jax.tree.structure(template)

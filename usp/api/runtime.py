@@ -1,9 +1,10 @@
-"""What a service does before its first tick: numerics settings, the persistent compilation
-cache, a warm-up pass over every compiled path, and a digest of a pytree's bits (OPS-1..3).
+"""What a service does before its first tick: numerics and XLA memory settings, the persistent
+compilation cache, a warm-up pass over every compiled path, and a digest of a pytree's bits
+(OPS-1..4).
 
     from usp.api.runtime import configure_numerics, enable_compilation_cache, warm_up
 
-    configure_numerics()                  # float64, 'highest' matmul precision, threefry
+    configure_numerics()                  # XLA memory defaults, float64, 'highest', threefry
     enable_compilation_cache()            # ~/.cache/usp/jax, or $USP_CACHE_DIR
     fp = FunctionalPredictor(config)
     timings = warm_up(fp, n_assets=(64, 1024))
@@ -30,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from usp.api import programs
-from usp.api.predictor import FunctionalPredictor
+from usp.api._memory import apply_xla_memory_defaults
+from usp.api.functional import FunctionalPredictor
 from usp.contracts.types import MarketObservation
 
 CACHE_DIR_ENV = "USP_CACHE_DIR"
@@ -45,12 +47,22 @@ _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 def configure_numerics(*, x64: bool = True) -> None:
-    """OPS-1: float64 (``x64``), matmul precision 'highest', threefry keys. Call it before the
-    first array is created; it changes process-wide JAX settings.
+    """OPS-1: float64 (``x64``), matmul precision 'highest', threefry keys; OPS-4: the XLA memory
+    defaults (``usp.api._memory``: no preallocation, half the device at most, the pooling
+    allocator). Call it before the first array is created; it changes process-wide settings.
+
+    The memory defaults go into ``os.environ``, only where the user has not set them (an exported
+    value wins). XLA reads them when the process creates its first GPU client, at the first JAX
+    operation (not at ``import jax``), so this call must come before that; after it they reach
+    only processes started later, and a ``RuntimeWarning`` says so. ``import usp`` applies
+    nothing: a library import leaves its process's environment alone, and the process that owns
+    the device applies them here (the ``usp`` command does in ``usp.cli.main``).
 
     On CPU a float64 matmul is exact whatever the precision setting; the setting matters for
-    float32 on GPUs, whose default may use TF32 (10-bit mantissa) inputs.
+    float32 on GPUs, whose default may use TF32 (10-bit mantissa) inputs. The memory settings
+    change nothing on CPU.
     """
+    apply_xla_memory_defaults()
     jax.config.update("jax_enable_x64", x64)
     jax.config.update("jax_default_matmul_precision", "highest")
     jax.config.update("jax_default_prng_impl", "threefry2x32")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from usp.api.predictor import FunctionalPredictor
+from usp.api.functional import FunctionalPredictor
 
 ASSET_AXIS = "assets"
 

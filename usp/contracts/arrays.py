@@ -1,8 +1,9 @@
 """jaxtyping aliases shared by every layer (one place, as Equinox and Diffrax do).
 
-Shapes: ``n`` is a buffer length, ``m`` a Monte-Carlo sample count, ``s`` a number of wavelet
-scales, ``q`` a number of quantile levels. Tests run with the jaxtyping import hook, so every
-annotated function in ``usp`` has its shapes and dtypes checked at test time.
+Shapes: ``k`` is the number of branches, ``n`` a buffer length, ``m`` a Monte-Carlo sample
+count, ``s`` a number of wavelet scales, ``q`` a number of quantile levels.
+Tests run with the jaxtyping import hook, so every annotated function in ``usp`` has its shapes
+and dtypes checked at test time.
 """
 
 from jaxtyping import Array, Bool, Float, Int, Key, Shaped
@@ -14,8 +15,12 @@ Signal = Float[Array, " n"]
 """A 1-d buffer of observations, oldest first."""
 Samples = Float[Array, " m"]
 Quantiles = Float[Array, " q"]
-Weights = Float[Array, " 4"]
-"""Branch weights on the simplex, in the order A (Lévy), B (DGM), C (IMEX), D (signature)."""
+Weights = Float[Array, " k"]
+"""Branch weights on the simplex, one per branch, in the predictor's branch order."""
+BranchValues = Float[Array, " k"]
+"""One value per branch (forecasts, scales), in the predictor's branch order."""
+BranchFlags = Bool[Array, " k"]
+BranchCounts = Int[Array, " k"]
 Flag = Bool[Array, ""]
 Count = Int[Array, ""]
 PRNGKey = Key[Array, ""] | Shaped[Array, " 2"]
@@ -23,6 +28,9 @@ PRNGKey = Key[Array, ""] | Shaped[Array, " 2"]
 
 __all__ = [
     "Array",
+    "BranchCounts",
+    "BranchFlags",
+    "BranchValues",
     "Count",
     "Flag",
     "PRNGKey",

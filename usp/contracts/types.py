@@ -50,9 +50,12 @@ class PredictionResult(eqx.Module):
     kurtosis: Float[Array, "*batch"]
     dgm_entropy: Float[Array, "*batch"]
     adaptive_threshold: Float[Array, "*batch"]
-    weights: Float[Array, "*batch 4"]
-    branch_forecasts: Float[Array, "*batch 4"]
-    """Each branch's own forecast of the next value (A, B, C, D): the blend's ingredients."""
+    weights: Float[Array, "*batch k"]
+    """The weights the blend used, one per branch (in the predictor's branch order)."""
+    branch_forecasts: Float[Array, "*batch k"]
+    """Each branch's own forecast of the next value: the blend's ingredients."""
+    branch_scales: Float[Array, "*batch k"]
+    """Each branch's own predictive scale (``Forecast.scale``; NaN where it is not finite)."""
     predictive_scale: Float[Array, "*batch"]
     """σ_t: EWMA standard deviation of the blended forecast's recent errors (the CUSUM's scale);
     ``predicted_next ± z σ_t`` is the predictor's Gaussian interval."""

@@ -435,3 +435,31 @@ def update_tau(
     updates, opt_state = optimizer.update(grad, learner.opt_state, learner.log_tau)
     log_tau = jnp.clip(optax.apply_updates(learner.log_tau, updates), *LOG_TAU_RANGE)
     return TauLearner(log_tau=log_tau, opt_state=opt_state), loss
+
+
+__all__ = [
+    "HUBER_DELTA",
+    "LOG_TAU_RANGE",
+    "SINKHORN_THRESHOLD",
+    "JKOResult",
+    "TauLearner",
+    "Transport",
+    "annealed_transport",
+    "discrete_metric",
+    "discrete_metric_potentials",
+    "energy",
+    "entropic_transport",
+    "free_energy",
+    "huber",
+    "init_tau_learner",
+    "inputs_are_valid",
+    "jko_step",
+    "jko_step_from_config",
+    "loss_threshold",
+    "mirror_step",
+    "next_tick_loss",
+    "standardised_residual",
+    "step_fraction",
+    "tau_optimizer",
+    "update_tau",
+]

@@ -4,11 +4,19 @@
 
 """The predictor's pure step: the state pytree, one tick, and the slow-path refit.
 
+The predictor holds its branches as data, a tuple of modules that implement the branch contract
+(``usp.contracts.branch``), and a matching tuple of parameter pytrees in the state. The step
+loops over them and never names a branch: what it must know (the emergency fallback, the
+branches subject to the collapse check) it reads from each branch's roles.
+
 See notebooks/09_predictor.md for the timing of each quantity and the weight logic
 (eqs. used-weights, learned-weights).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -16,7 +24,19 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float
 
-from usp.contracts.arrays import Count, Flag, PRNGKey, Scalar, ScalarLike, Signal, Weights
+from usp.contracts.arrays import (
+    BranchCounts,
+    BranchFlags,
+    BranchValues,
+    Count,
+    Flag,
+    PRNGKey,
+    Scalar,
+    ScalarLike,
+    Signal,
+    Weights,
+)
+from usp.contracts.branch import COLLAPSE_CHECK, EMERGENCY_FALLBACK, AbstractBranch
 from usp.contracts.config import PredictorConfig
 from usp.contracts.types import PredictionResult
 from usp.core.cusum import CusumDetector, CusumState
@@ -29,25 +49,26 @@ from usp.core.jko import (
     tau_optimizer,
     update_tau,
 )
-from usp.kernels.dgm import DGMBranch, DGMParams
-from usp.kernels.imex import IMEXBranch, IMEXParams
-from usp.kernels.levy import LevyBranch, LevyParams
-from usp.kernels.signature import SignatureBranch, SignatureParams
+from usp.kernels.dgm import DGMBranch
+from usp.kernels.imex import IMEXBranch
+from usp.kernels.levy import LevyBranch
+from usp.kernels.signature import SignatureBranch
 from usp.kernels.wtmm import WTMMEstimator, holder_exponent
 
-BRANCHES = ("A: Lévy", "B: DGM", "C: IMEX", "D: signature")
-BRANCH_B, BRANCH_D = 1, 3
 EMERGENCY_FLOOR = 1e-4
-"""δ of eq. used-weights: what the other branches keep in emergency mode."""
+"""δ of eq. used-weights: what each branch but the fallback keeps in emergency mode."""
 COLLAPSE_WEIGHT = 0.05
-"""ρ_B above this while B is collapsed counts towards switching B off (spec §12)."""
+"""A collapsed branch holding more weight than this counts towards switching it off (API §12)."""
 
 
-class BranchParams(eqx.Module):
-    levy: LevyParams
-    dgm: DGMParams
-    imex: IMEXParams
-    signature: SignatureParams
+def default_branches(config: PredictorConfig) -> tuple[AbstractBranch, ...]:
+    """Branches A-D, each built from the config's fields (the composition root)."""
+    return (
+        LevyBranch.from_config(config),
+        DGMBranch.from_config(config),
+        IMEXBranch.from_config(config),
+        SignatureBranch.from_config(config),
+    )
 
 
 class PredictorState(eqx.Module):
@@ -56,23 +77,26 @@ class PredictorState(eqx.Module):
     buffer: Signal
     """The last N prices, oldest first; zeros before they arrive."""
     n_filled: Count
-    params: BranchParams
+    params: tuple[Any, ...]
+    """Each branch's parameter pytree, in the predictor's branch order."""
     weights: Weights
     """ρ_t: the weights learned by the JKO flow (eq. learned-weights)."""
-    branch_forecasts: Weights
+    branch_forecasts: BranchValues
     """p_{t+1}: each branch's forecast made at this tick, scored at the next."""
     forecast: Scalar
     """ŷ_{t+1}: the blended forecast made at this tick."""
     has_forecast: Flag
     previous_weights: Weights
-    previous_forecasts: Weights
+    previous_forecasts: BranchValues
     previous_target: Scalar
     has_previous: Flag
     """The last JKO step's inputs, kept for the τ gradient."""
     tau: TauLearner
     cusum: CusumState
-    collapse_streak: Count
-    branch_b_off: Flag
+    collapse_streak: BranchCounts
+    """Ticks each branch has been collapsed while holding weight (0 without the role)."""
+    branch_off: BranchFlags
+    """Branches switched off by the collapse check until the next refit."""
     ticks: Count
     key: PRNGKey
 
@@ -81,22 +105,33 @@ class Predictor(eqx.Module):
     """The static model: config, branches, estimators. ``step`` is pure and jit-able."""
 
     config: PredictorConfig = eqx.field(static=True)
-    levy: LevyBranch
-    dgm: DGMBranch
-    imex: IMEXBranch
-    signature: SignatureBranch
+    branches: tuple[AbstractBranch, ...]
     wtmm: WTMMEstimator
     cusum: CusumDetector
     learn_tau: bool = eqx.field(static=True, default=True)
 
+    def __check_init__(self):
+        if not self.branches:
+            raise ValueError("a predictor needs at least one branch")
+        for branch in self.branches:
+            if not isinstance(branch, AbstractBranch):
+                raise TypeError(f"{branch!r} does not implement AbstractBranch")
+        names = self.branch_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"branch names must be unique, got {names}")
+
     @classmethod
-    def from_config(cls, config: PredictorConfig, *, learn_tau: bool = True) -> Predictor:
+    def from_config(
+        cls,
+        config: PredictorConfig,
+        *,
+        branches: Sequence[AbstractBranch] | None = None,
+        learn_tau: bool = True,
+    ) -> Predictor:
+        """``branches`` default to the spec's four (``default_branches``)."""
         return cls(
             config=config,
-            levy=LevyBranch.from_config(config),
-            dgm=DGMBranch.from_config(config),
-            imex=IMEXBranch.from_config(config),
-            signature=SignatureBranch.from_config(config),
+            branches=default_branches(config) if branches is None else tuple(branches),
             wtmm=WTMMEstimator.from_config(config),
             cusum=CusumDetector.from_config(config),
             learn_tau=learn_tau,
@@ -106,37 +141,40 @@ class Predictor(eqx.Module):
     def optimizer(self) -> optax.GradientTransformation:
         return tau_optimizer(self.config.learning_rate)
 
+    @property
+    def branch_names(self) -> tuple[str, ...]:
+        return tuple(branch.name for branch in self.branches)
+
+    def with_role(self, role: str) -> tuple[int, ...]:
+        """Positions of the branches that declare ``role`` (static)."""
+        return tuple(i for i, branch in enumerate(self.branches) if role in branch.roles)
+
 
 def init_state(model: Predictor, *, key: PRNGKey) -> PredictorState:
     """A cold state: empty buffer, unfitted branches (each forecasts the last value)."""
-    keys = jax.random.split(key, 5)
-    params = BranchParams(
-        levy=model.levy.init(key=keys[0]),
-        dgm=model.dgm.init(key=keys[1]),
-        imex=model.imex.init(key=keys[2]),
-        signature=model.signature.init(key=keys[3]),
-    )
+    n_branches = len(model.branches)
+    *keys, state_key = jax.random.split(key, n_branches + 1)
+    params = tuple(branch.init(key=k) for branch, k in zip(model.branches, keys, strict=True))
     zero = jnp.zeros(())
-    uniform = jnp.full(4, 0.25, zero.dtype)  # explicit dtype: no weakly typed leaves
-    no = jnp.asarray(False)
+    uniform = jnp.full(n_branches, 1.0 / n_branches, zero.dtype)  # no weakly typed leaves
     return PredictorState(
         buffer=jnp.zeros(model.config.wtmm_buffer_size),
         n_filled=jnp.zeros((), jnp.int32),
         params=params,
         weights=uniform,
-        branch_forecasts=jnp.zeros(4),
+        branch_forecasts=jnp.zeros(n_branches),
         forecast=zero,
-        has_forecast=no,
+        has_forecast=jnp.asarray(False),
         previous_weights=uniform,
-        previous_forecasts=jnp.zeros(4),
+        previous_forecasts=jnp.zeros(n_branches),
         previous_target=zero,
-        has_previous=no,
+        has_previous=jnp.asarray(False),
         tau=init_tau_learner(model.config.jko_tau, model.optimizer),
         cusum=model.cusum.init(),
-        collapse_streak=jnp.zeros((), jnp.int32),
-        branch_b_off=no,
+        collapse_streak=jnp.zeros(n_branches, jnp.int32),
+        branch_off=jnp.zeros(n_branches, bool),
         ticks=jnp.zeros((), jnp.int32),
-        key=keys[4],
+        key=state_key,
     )
 
 
@@ -149,6 +187,7 @@ def step(
 ) -> tuple[PredictorState, PredictionResult]:
     """One tick (eq. step). ``freeze`` holds the learned weights (stale or sparse data)."""
     config = model.config
+    n_branches = len(model.branches)
     price = jnp.asarray(price, state.buffer.dtype)
     target = jnp.asarray(target, state.buffer.dtype)
     freeze = jnp.asarray(freeze)
@@ -170,7 +209,7 @@ def step(
         config, state.weights, state.branch_forecasts, target,
         sigma=sigma, robust=robust, tau=tau.tau,
     )  # fmt: skip
-    uniform = jnp.full(4, 0.25, buffer.dtype)
+    uniform = jnp.full(n_branches, 1.0 / n_branches, buffer.dtype)
     weights = jnp.where(learn, jko.weights, state.weights)
     weights = jnp.where(cusum.alarm & ~freeze, uniform, weights)
     # F of the weights actually kept (the JKO's, or frozen, or reset), on this tick's loss.
@@ -178,13 +217,13 @@ def step(
     reported_free_energy = free_energy(weights, loss, config.epsilon)
 
     # 3. Forecast: each branch from the new buffer, then the blend (eq. used-weights).
-    collapsed = state.params.dgm.entropy.collapsed & ~state.branch_b_off
-    streak = jnp.where(collapsed & (weights[BRANCH_B] > COLLAPSE_WEIGHT),
-                       state.collapse_streak + 1, 0)  # fmt: skip
-    branch_b_off = state.branch_b_off | (streak > config.mode_collapse_steps)
-    key, *keys = jax.random.split(state.key, 5)
-    forecasts = _branch_forecasts(model, state.params, buffer, keys)
-    used = _used_weights(weights, emergency, branch_b_off)
+    entropy, collapsed = _collapse_checks(model, state.params)
+    collapsed = collapsed & ~state.branch_off
+    streak = jnp.where(collapsed & (weights > COLLAPSE_WEIGHT), state.collapse_streak + 1, 0)
+    branch_off = state.branch_off | (streak > config.mode_collapse_steps)
+    key, *keys = jax.random.split(state.key, n_branches + 1)
+    forecasts, scales = _branch_forecasts(model, state.params, buffer, keys)
+    used = _used_weights(model, weights, emergency, branch_off)
     forecast = used @ forecasts
 
     new_state = PredictorState(
@@ -201,12 +240,11 @@ def step(
         has_previous=state.has_previous | learn,
         tau=tau,
         cusum=cusum_state,
-        collapse_streak=jnp.where(branch_b_off, 0, streak),
-        branch_b_off=branch_b_off,
+        collapse_streak=jnp.where(branch_off, 0, streak),
+        branch_off=branch_off,
         ticks=state.ticks + 1,
         key=key,
     )
-    dgm_entropy = state.params.dgm.entropy.dgm_entropy
     result = PredictionResult(
         predicted_next=forecast,
         holder_exponent=holder,
@@ -214,16 +252,17 @@ def step(
         distance_to_collapse=cusum.distance_to_collapse,
         free_energy=reported_free_energy,
         kurtosis=cusum.kurtosis,
-        dgm_entropy=jnp.where(branch_b_off, jnp.nan, dgm_entropy),
+        dgm_entropy=_reported_entropy(model, entropy, branch_off),
         adaptive_threshold=cusum.threshold,
         weights=used,
         branch_forecasts=forecasts,
+        branch_scales=scales,
         predictive_scale=cusum.sigma,
         sinkhorn_converged=jnp.where(learn, jko.sinkhorn_converged, True),
         degraded_inference_mode=freeze,
         emergency_mode=emergency,
         regime_change_detected=cusum.alarm,
-        mode_collapse_warning=branch_b_off,
+        mode_collapse_warning=jnp.any(branch_off),
         robust_mode=robust,
         kurtosis_alert=cusum.kurtosis_alert,
     )
@@ -259,27 +298,55 @@ def _learned_tau(
 
 
 def _branch_forecasts(
-    model: Predictor, params: BranchParams, buffer: Signal, keys: list[PRNGKey]
-) -> Float[Array, " 4"]:
-    means = jnp.stack(
-        [
-            model.levy.predict(params.levy, buffer, key=keys[0]).mean,
-            model.dgm.predict(params.dgm, buffer, key=keys[1]).mean,
-            model.imex.predict(params.imex, buffer, key=keys[2]).mean,
-            model.signature.predict(params.signature, buffer, key=keys[3]).mean,
-        ]
-    )
-    return jnp.where(jnp.isfinite(means), means, buffer[-1])
+    model: Predictor, params: tuple[Any, ...], buffer: Signal, keys: list[PRNGKey]
+) -> tuple[BranchValues, BranchValues]:
+    """Each branch's (mean, scale); a non-finite mean becomes the last price."""
+    outputs = [
+        branch.predict(p, buffer, key=k)
+        for branch, p, k in zip(model.branches, params, keys, strict=True)
+    ]
+    means = jnp.stack([out.mean for out in outputs])
+    scales = jnp.stack([jnp.asarray(out.scale, means.dtype) for out in outputs])
+    means = jnp.where(jnp.isfinite(means), means, buffer[-1])
+    return means, jnp.where(jnp.isfinite(scales), scales, jnp.nan)
 
 
-def _used_weights(weights: Weights, emergency: Flag, branch_b_off: Bool[Array, ""]) -> Weights:
-    without_b = weights.at[BRANCH_B].set(0.0)
-    without_b = without_b / jnp.maximum(without_b.sum(), 1e-12)
-    used = jnp.where(branch_b_off, without_b, weights)
-    branch_d_only = (
-        jnp.full_like(weights, EMERGENCY_FLOOR).at[BRANCH_D].set(1.0 - 3.0 * EMERGENCY_FLOOR)
-    )
-    return jnp.where(emergency, branch_d_only, used)
+def _collapse_checks(model: Predictor, params: tuple[Any, ...]) -> tuple[BranchValues, BranchFlags]:
+    """(entropy, collapsed) per branch; NaN and False for branches without the role."""
+    checks = [
+        branch.collapse_check(p) if COLLAPSE_CHECK in branch.roles else (jnp.nan, False)
+        for branch, p in zip(model.branches, params, strict=True)
+    ]
+    entropy = jnp.stack([jnp.asarray(h, float) for h, _ in checks])
+    collapsed = jnp.stack([jnp.asarray(c, bool) for _, c in checks])
+    return entropy, collapsed
+
+
+def _reported_entropy(model: Predictor, entropy: BranchValues, off: BranchFlags) -> Scalar:
+    """H_DGM of the result: the lowest entropy among the checked branches still on (NaN when
+    none is checked or all are off)."""
+    checked = model.with_role(COLLAPSE_CHECK)
+    if not checked:  # static: the branch tuple is part of the model
+        return jnp.asarray(jnp.nan, entropy.dtype)
+    values = jnp.where(off, jnp.nan, entropy)[jnp.asarray(checked)]
+    return values.min()
+
+
+def _used_weights(
+    model: Predictor, weights: Weights, emergency: Flag, branch_off: Bool[Array, " k"]
+) -> Weights:
+    """Eq. used-weights: branches switched off get no weight; in emergency the fallbacks take
+    all but δ per other branch (a predictor without a fallback keeps its learned weights)."""
+    kept = jnp.where(branch_off, 0.0, weights)
+    kept = kept / jnp.maximum(kept.sum(), 1e-12)
+    used = jnp.where(jnp.any(branch_off), kept, weights)
+    fallback = model.with_role(EMERGENCY_FALLBACK)
+    if not fallback:  # static
+        return used
+    others = len(model.branches) - len(fallback)
+    share = (1.0 - others * EMERGENCY_FLOOR) / len(fallback)
+    to_fallback = jnp.full_like(weights, EMERGENCY_FLOOR).at[jnp.asarray(fallback)].set(share)
+    return jnp.where(emergency, to_fallback, used)
 
 
 def refit(model: Predictor, state: PredictorState) -> PredictorState:
@@ -289,17 +356,14 @@ def refit(model: Predictor, state: PredictorState) -> PredictorState:
             f"refit needs a full buffer of {state.buffer.shape[0]} prices, "
             f"have {int(state.n_filled)}"
         )
-    buffer = state.buffer
-    params = BranchParams(
-        levy=model.levy.fit(state.params.levy, buffer),
-        dgm=model.dgm.fit(state.params.dgm, buffer),
-        imex=model.imex.fit(state.params.imex, buffer),
-        signature=model.signature.fit(state.params.signature, buffer),
+    params = tuple(
+        branch.fit(p, state.buffer) for branch, p in zip(model.branches, state.params, strict=True)
     )
+    n_branches = len(model.branches)
     return eqx.tree_at(
-        lambda s: (s.params, s.branch_b_off, s.collapse_streak),
+        lambda s: (s.params, s.branch_off, s.collapse_streak),
         state,
-        (params, jnp.asarray(False), jnp.zeros((), jnp.int32)),
+        (params, jnp.zeros(n_branches, bool), jnp.zeros(n_branches, jnp.int32)),
     )
 
 
@@ -318,3 +382,16 @@ def run(
         return step(model, carry, *inputs)
 
     return jax.lax.scan(tick, state, (prices, targets, freeze))
+
+
+__all__ = [
+    "COLLAPSE_WEIGHT",
+    "EMERGENCY_FLOOR",
+    "Predictor",
+    "PredictorState",
+    "default_branches",
+    "init_state",
+    "refit",
+    "run",
+    "step",
+]

@@ -26,11 +26,15 @@ class Backtest:
     """(T,) float: the last value known when forecasting, ``values[index - 1]``."""
     forecasts: dict[str, np.ndarray]
     """Model name -> (T,) point forecasts. Always holds "usp" and "naive"; also the other
-    baselines ("ewma", "ar1", "garch") and each branch alone ("A", "B", "C", "D")."""
+    baselines ("ewma", "ar1", "garch") and each branch alone, under its name ("A" ... "D" for
+    the default branches; see ``branch_labels``)."""
     telemetry: dict[str, np.ndarray]
     """PredictionResult field -> (T, ...) values of the predictor's ticks that made the
-    forecasts: weights (T, 4), holder_exponent, cusum_drift, adaptive_threshold, kurtosis,
+    forecasts: weights (T, k), holder_exponent, cusum_drift, adaptive_threshold, kurtosis,
     free_energy, regime_change_detected, emergency_mode, robust_mode, ..."""
+    branch_labels: dict[str, str] = field(default_factory=dict)
+    """Branch name -> label (e.g. "A" -> "A Lévy"), in the predictor's branch order: the
+    columns of ``telemetry["weights"]`` and ``telemetry["branch_forecasts"]``."""
     intervals: dict[str, np.ndarray] = field(default_factory=dict)
     """Level name (e.g. "90%") -> (T, 2) lower and upper predictive bounds of "usp"."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -23,20 +23,16 @@ import numpy as np
 from usp.contracts.config import PredictorConfig
 from usp.eval.backtest import Backtest
 
-MODEL_ORDER = ("usp", "naive", "ewma", "ar1", "garch", "A", "B", "C", "D")
-"""Rows of the metrics table: the ensemble, the baselines, then each branch alone."""
+MODEL_ORDER = ("usp", "naive", "ewma", "ar1", "garch")
+"""First rows of the metrics table: the ensemble and the baselines; each branch alone follows,
+in the predictor's branch order (``Backtest.branch_labels``)."""
 MODEL_LABELS = {
     "usp": "usp (blend)",
     "naive": "random walk",
     "ewma": "EWMA",
     "ar1": "AR(1)",
     "garch": "AR-GARCH",
-    "A": "A Lévy",
-    "B": "B DGM",
-    "C": "C IMEX",
-    "D": "D signature",
 }
-BRANCH_LABELS = tuple(MODEL_LABELS[branch] for branch in "ABCD")
 FLAG_FIELDS = (
     ("emergency_mode", "emergency"),
     ("robust_mode", "robust (Huber)"),
@@ -87,8 +83,14 @@ def _format(value: float | None, key: str = "") -> str:
 
 def ordered_models(backtest: Backtest) -> list[str]:
     """Models with metrics, in table order (known names first, any others after)."""
-    known = [m for m in MODEL_ORDER if m in backtest.metrics]
-    return known + sorted(m for m in backtest.metrics if m not in MODEL_ORDER)
+    order = [*MODEL_ORDER, *backtest.branch_labels]
+    known = [m for m in order if m in backtest.metrics]
+    return known + sorted(m for m in backtest.metrics if m not in order)
+
+
+def model_label(backtest: Backtest, model: str) -> str:
+    """A model's display name: a branch's label, a baseline's, or the name itself."""
+    return backtest.branch_labels.get(model) or MODEL_LABELS.get(model, model)
 
 
 def calibration(backtest: Backtest) -> dict[str, float]:
@@ -118,7 +120,7 @@ def metrics_table(backtest: Backtest) -> str:
     for model in ordered_models(backtest):
         row = backtest.metrics[model]
         cells = "".join(f"{_format(row.get(key), key):>11}" for key, _ in TABLE_COLUMNS)
-        lines.append(f"{MODEL_LABELS.get(model, model):<13}{cells}")
+        lines.append(f"{model_label(backtest, model):<13}{cells}")
     coverage = calibration(backtest)
     if coverage:
         shown = ", ".join(f"{_level(k)} → {v:.3f}" for k, v in sorted(coverage.items()))
@@ -175,7 +177,7 @@ def plot_predictions(
                 np.asarray(backtest.forecasts[model])[window],
                 color=f"C{i}",
                 lw=0.9,
-                label=MODEL_LABELS.get(model, model),
+                label=model_label(backtest, model),
                 zorder=3 if model == "usp" else 2,  # the blend on top of what it is compared with
             )
     ax.set_ylabel("value")
@@ -183,12 +185,13 @@ def plot_predictions(
 
 
 def plot_weights(backtest: Backtest, ax) -> None:
-    """The blend's weights ρ_t over A, B, C, D as a stacked area (they sum to one)."""
+    """The blend's weights ρ_t over the branches as a stacked area (they sum to one)."""
     weights = np.asarray(backtest.telemetry["weights"])
-    ax.stackplot(time_axis(backtest), weights.T, labels=BRANCH_LABELS, alpha=0.85)
+    labels = list(backtest.branch_labels.values())
+    ax.stackplot(time_axis(backtest), weights.T, labels=labels, alpha=0.85)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("weight")
-    ax.legend(fontsize=8, loc="upper left", ncol=4)
+    ax.legend(fontsize=8, loc="upper left", ncol=len(labels))
 
 
 def plot_holder(backtest: Backtest, ax, *, threshold: float | None = None) -> None:
@@ -295,7 +298,7 @@ def _markdown_table(backtest: Backtest) -> str:
     head = "| model | " + " | ".join(label for _, label in TABLE_COLUMNS) + " |"
     rule = "|---|" + "---:|" * len(TABLE_COLUMNS)
     rows = [
-        f"| {MODEL_LABELS.get(m, m)} | "
+        f"| {model_label(backtest, m)} | "
         + " | ".join(_format(backtest.metrics[m].get(k), k) for k, _ in TABLE_COLUMNS)
         + " |"
         for m in ordered_models(backtest)
@@ -310,7 +313,7 @@ def _html_table(backtest: Backtest) -> str:
         cells = "".join(
             f"<td>{_format(backtest.metrics[m].get(k), k)}</td>" for k, _ in TABLE_COLUMNS
         )
-        rows.append(f"<tr><th>{html.escape(MODEL_LABELS.get(m, m))}</th>{cells}</tr>")
+        rows.append(f"<tr><th>{html.escape(model_label(backtest, m))}</th>{cells}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 

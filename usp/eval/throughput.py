@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from usp.api.predictor import UniversalPredictor
 from usp.api.runtime import broadcast_states
+from usp.api.universal import UniversalPredictor
 from usp.contracts.config import PredictorConfig
 from usp.contracts.types import MarketObservation
 

@@ -24,7 +24,8 @@ from scipy.optimize import minimize_scalar
 from scipy.signal import lfilter
 from scipy.stats import norm
 
-from usp.api.predictor import FunctionalPredictor
+from usp.api.functional import FunctionalPredictor
+from usp.contracts.branch import AbstractBranch
 from usp.contracts.config import PredictorConfig
 from usp.contracts.errors import DomainError
 from usp.contracts.types import PredictionResult
@@ -32,7 +33,6 @@ from usp.core.step import PredictorState, run
 from usp.eval.backtest import Backtest
 
 BASELINES = ("naive", "ewma", "ar1", "garch")
-BRANCH_NAMES = ("A", "B", "C", "D")
 INTERVAL_LEVELS = (0.5, 0.8, 0.9, 0.95)
 Progress = Callable[[int, int], object]
 
@@ -268,7 +268,10 @@ def garch_forecasts(
 def batched_predictor(config: PredictorConfig) -> tuple[FunctionalPredictor, Callable]:
     """The functional predictor and its scan vmapped over folds, compiled once per config
     (and per number of folds: the leading axis is part of the compiled shape)."""
-    fp = FunctionalPredictor(config)
+    return _batched(FunctionalPredictor(config))
+
+
+def _batched(fp: FunctionalPredictor) -> tuple[FunctionalPredictor, Callable]:
     return fp, jax.jit(jax.vmap(functools.partial(run, fp.model)))
 
 
@@ -295,17 +298,22 @@ def predictor_forecasts(
     folds: Folds,
     config: PredictorConfig,
     *,
+    branches: Sequence[AbstractBranch] | None = None,
     progress: Callable[[], object] = lambda: None,
-) -> tuple[PredictionResult, float]:
+) -> tuple[PredictionResult, FunctionalPredictor, float]:
     """Cold-start every fold on its training window, then step through its test window.
 
     Training follows ``UniversalPredictor.fit_history``: the first buffer, a refit, the rest
     of the window in buffer-sized chunks, a refit. Every fold runs in one vmapped scan per
     chunk; refits (the slow path) go fold by fold. Returns (F, T, ...) results: row [k, j] is
     made at tick a_k - 1 + j, so ``predicted_next[k, j]`` forecasts ``values[a_k + j]``;
-    and the seconds spent in refits.
+    the predictor that made them; and the seconds spent in refits. ``branches``: the
+    predictor's branches (default: the spec's four, compiled once per config).
     """
-    fp, batched_run = batched_predictor(config)
+    if branches is None:
+        fp, batched_run = batched_predictor(config)
+    else:
+        fp, batched_run = _batched(FunctionalPredictor(config, branches=branches))
     size = config.wtmm_buffer_size
     train = folds.train_windows(values)
     train = train[:, train.shape[1] % size :]  # whole buffers only, as in fit_history
@@ -333,7 +341,7 @@ def predictor_forecasts(
         results.append(result)
         progress()
     stacked = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *results)
-    return jax.tree.map(lambda leaf: leaf[:, : folds.test_size], stacked), refit_seconds
+    return jax.tree.map(lambda leaf: leaf[:, : folds.test_size], stacked), fp, refit_seconds
 
 
 def _rows(leaf: np.ndarray) -> np.ndarray:
@@ -492,6 +500,7 @@ def walk_forward(
     garch_refit_every: int = 20,
     timestamps: Sequence | np.ndarray | None = None,
     progress: Progress | None = None,
+    branches: Sequence[AbstractBranch] | None = None,
 ) -> Backtest:
     """Out-of-sample one-step forecasts of ``values`` by the predictor, each of its branches
     and ``baselines``, all on the same targets (eq. folds), with their metrics.
@@ -499,7 +508,8 @@ def walk_forward(
     ``train_size`` (default two buffers) values train each fold; its ``test_size`` targets
     (default two buffers, or what ``n_folds`` equal windows leave) follow. The forecast of
     ``values[i]`` uses ``values[:i]`` only. ``progress(done, total)`` is called as work units
-    (compiled chunks, fold refits, baselines) finish.
+    (compiled chunks, fold refits, baselines) finish. ``branches`` replaces the spec's four
+    (each is then scored alone too, under its name).
     """
     config = config or PredictorConfig()
     values = _validated(values)
@@ -529,11 +539,13 @@ def walk_forward(
     realised, previous = values[index], values[index - 1]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    result, refit_seconds = predictor_forecasts(values, folds, config, progress=tick)
+    result, fp, refit_seconds = predictor_forecasts(
+        values, folds, config, branches=branches, progress=tick
+    )
     seconds["usp"] = time.perf_counter() - start
     telemetry = {f.name: _rows(getattr(result, f.name)) for f in fields(result)}
     forecasts = {"usp": telemetry["predicted_next"], "naive": previous}
-    for b, branch in enumerate(BRANCH_NAMES):
+    for b, branch in enumerate(fp.branch_names):
         forecasts[branch] = telemetry["branch_forecasts"][:, b]
 
     settings: dict[str, object] = {
@@ -562,6 +574,7 @@ def walk_forward(
         metrics["usp"][f"coverage_{round(100 * level)}"] = coverage(realised, intervals[label])
     return Backtest(
         name=name,
+        branch_labels=dict(zip(fp.branch_names, fp.branch_labels, strict=True)),
         index=index,
         realised=realised,
         previous=previous,
@@ -574,3 +587,32 @@ def walk_forward(
         seconds=seconds,
         settings=settings,
     )
+
+
+__all__ = [
+    "BASELINES",
+    "INTERVAL_LEVELS",
+    "Folds",
+    "GarchFit",
+    "Progress",
+    "ar1_forecasts",
+    "baseline_forecasts",
+    "batched_predictor",
+    "coverage",
+    "diebold_mariano",
+    "directional_accuracy",
+    "ewma_forecasts",
+    "ewma_level",
+    "fit_ewma_smoothing",
+    "garch_forecasts",
+    "gaussian_interval",
+    "look_ahead_leaks",
+    "mae",
+    "make_folds",
+    "n_progress_units",
+    "naive_forecasts",
+    "point_metrics",
+    "predictor_forecasts",
+    "rmse",
+    "walk_forward",
+]

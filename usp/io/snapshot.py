@@ -33,14 +33,16 @@ import numpy as np
 from usp.contracts.config import SCHEMA_VERSION, PredictorConfig
 from usp.contracts.errors import IntegrityError
 
-logger = logging.getLogger("usp")
+_logger = logging.getLogger("usp")
 
 MAGIC = b"\x89USP\r\n\x1a\n"
 """First 8 bytes of every file. The high-bit first byte catches 7-bit transfers, CR LF catches
 newline translation, and ``\\x1a`` stops a Windows ``type`` (the recipe of PNG's signature)."""
-SNAPSHOT_SCHEMA_VERSION = 2
+SNAPSHOT_SCHEMA_VERSION = 3
 """Version of the layout and of the payload's fields; any change to either bumps it.
-(2: the host record's tick gate keeps the prices of its recent outliers.)"""
+(2: the host record's tick gate keeps the prices of its recent outliers. 3: branches as data —
+the state holds one parameter pytree per branch, in order, and one collapse streak and switch
+per branch; the payload names the branches.)"""
 HEADER = struct.Struct("<8sIQ")
 """magic, schema_version (uint32), payload length (uint64); little-endian, 20 bytes."""
 DIGEST_BYTES = 32
@@ -371,13 +373,16 @@ PAYLOAD_FIELDS: dict[str, tuple[type, ...]] = {
     "schema_version": (int,),
     "created_ns": (int,),
     "config": (dict,),
+    "branches": (list,),
     "learn_tau": (bool,),
     "n_assets": (int, type(None)),
     "has_last_result": (bool,),
     "host": (dict, type(None)),
     "tree": (dict,),
 }
-"""The payload of eq. payload; ``host`` holds a ``UniversalPredictor``'s host-side fields."""
+"""The payload of eq. payload; ``branches`` names the predictor's branches in order (a state is
+restored only into a predictor with the same ones); ``host`` holds a ``UniversalPredictor``'s
+host-side fields (``usp.io.host_record``)."""
 MAX_ASSETS = 1 << 31
 
 
@@ -438,7 +443,7 @@ def write_snapshot(
         status["ok"] = True
     except Exception as error:  # a full disk must not kill the worker or the caller
         status["error"] = f"{type(error).__name__}: {error}"
-        logger.error("snapshot %s failed: %s", path, status["error"])
+        _logger.error("snapshot %s failed: %s", path, status["error"])
     status["seconds"] = time.perf_counter() - start
     return status
 
@@ -519,7 +524,48 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
         try:
             read_snapshot(path)
         except IntegrityError as error:
-            logger.warning("skipping checkpoint %s: %s", path, error)
+            _logger.warning("skipping checkpoint %s: %s", path, error)
             continue
         return path
     return None
+
+
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "DIGEST_BYTES",
+    "HEADER",
+    "KEY_PREFIX",
+    "MAGIC",
+    "MAX_ASSETS",
+    "MAX_SNAPSHOT_BYTES",
+    "PAYLOAD_FIELDS",
+    "SNAPSHOT_KIND",
+    "SNAPSHOT_SCHEMA_VERSION",
+    "Capture",
+    "HostTree",
+    "SnapshotWriter",
+    "capture",
+    "check_header",
+    "check_same_config",
+    "checkpoint_path",
+    "checkpoints_newest_first",
+    "config_from_payload",
+    "encode",
+    "expect_fields",
+    "expect_int_list",
+    "from_record",
+    "fsync_directory",
+    "latest_checkpoint",
+    "leaf_table",
+    "open_snapshot",
+    "prune_checkpoints",
+    "read_sealed",
+    "read_snapshot",
+    "read_verified_bytes",
+    "seal",
+    "to_host",
+    "unpack_payload",
+    "unseal",
+    "write_atomic",
+    "write_snapshot",
+]

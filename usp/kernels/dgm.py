@@ -14,7 +14,7 @@ against that of g, flags a collapsed network (mode collapse, ORCH-8).
 """
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, final
 
 import equinox as eqx
 import jax
@@ -23,14 +23,10 @@ import optax
 from jax.scipy.special import ndtri
 from jaxtyping import Array, Bool, Float, Int
 
-from usp.contracts.arrays import PRNGKey, Scalar, ScalarLike, Signal
-from usp.contracts.branch import AbstractBranch, Forecast
+from usp.contracts.arrays import Flag, PRNGKey, Scalar, ScalarLike, Signal
+from usp.contracts.branch import COLLAPSE_CHECK, AbstractBranch, Forecast
 from usp.contracts.config import PredictorConfig
 from usp.contracts.errors import DomainError
-
-Values = Float[Array, "..."]
-"""Values of any shape: the closed forms broadcast over grids of (t, x)."""
-ValuesLike = float | Values
 
 
 class Jet(NamedTuple):
@@ -212,88 +208,6 @@ def train_dgm(
     return eqx.combine(trainable, static), TrainingHistory(terms, watched)
 
 
-class HeatCoefficients(NamedTuple):
-    """V_t + sigma^2/2 V_xx = 0 with the Gaussian bump g(x) = exp(-x^2 / (2 width^2))."""
-
-    sigma: ScalarLike
-    width: ScalarLike
-    t_final: ScalarLike
-
-
-def heat_solution(t: ValuesLike, x: ValuesLike, args: HeatCoefficients) -> Values:
-    """Closed form: the bump convolved with the N(0, sigma^2 (T - t)) kernel."""
-    spread = args.width**2 + args.sigma**2 * (args.t_final - jnp.asarray(t))
-    return jnp.sqrt(args.width**2 / spread) * jnp.exp(-(jnp.asarray(x) ** 2) / (2.0 * spread))
-
-
-def heat_hamiltonian(t: Scalar, x: Scalar, jet: Jet, args: HeatCoefficients) -> Scalar:
-    return 0.5 * args.sigma**2 * jet.v_xx
-
-
-def heat_terminal(x: Scalar, args: HeatCoefficients) -> Scalar:
-    return jnp.exp(-(x**2) / (2.0 * args.width**2))
-
-
-def heat_boundary(t: Scalar, x: Scalar, jet: Jet, args: HeatCoefficients) -> Scalar:
-    """Dirichlet data from the closed form on the truncated domain's edges."""
-    return jet.value - heat_solution(t, x, args)
-
-
-def heat_problem(t_final: float = 1.0, x_lo: float = -3.0, x_hi: float = 3.0) -> PDEProblem:
-    return PDEProblem(heat_hamiltonian, heat_terminal, heat_boundary, t_final, x_lo, x_hi)
-
-
-class MertonCoefficients(NamedTuple):
-    """Merton's problem: rate r, stock drift mu and volatility sigma, CRRA risk aversion."""
-
-    rate: ScalarLike
-    drift: ScalarLike
-    volatility: ScalarLike
-    risk_aversion: ScalarLike
-    t_final: ScalarLike
-
-
-def merton_fraction(args: MertonCoefficients) -> Scalar:
-    """Optimal constant fraction of wealth in the stock, (mu - r) / (gamma sigma^2)."""
-    return jnp.asarray((args.drift - args.rate) / (args.risk_aversion * args.volatility**2))
-
-
-def merton_value(t: ValuesLike, x: ValuesLike, args: MertonCoefficients) -> Values:
-    """Closed-form value function x^(1-gamma)/(1-gamma) exp((1-gamma)(r + theta^2/2gamma)(T-t))."""
-    gamma = args.risk_aversion
-    theta = (args.drift - args.rate) / args.volatility
-    growth = (1.0 - gamma) * (args.rate + theta**2 / (2.0 * gamma))
-    utility = jnp.asarray(x) ** (1.0 - gamma) / (1.0 - gamma)
-    return utility * jnp.exp(growth * (args.t_final - jnp.asarray(t)))
-
-
-def merton_hamiltonian(
-    t: Scalar, x: Scalar, jet: Jet, args: MertonCoefficients, curvature_floor: float = 1e-3
-) -> Scalar:
-    """sup over pi taken analytically: r x V_x - theta^2/2 V_x^2 / V_xx, with V_xx <= -floor
-    (the supremum is infinite where the network is not yet concave)."""
-    theta = (args.drift - args.rate) / args.volatility
-    concave_v_xx = jnp.minimum(jet.v_xx, -curvature_floor)
-    return args.rate * x * jet.v_x - 0.5 * theta**2 * jet.v_x**2 / concave_v_xx
-
-
-def merton_terminal(x: Scalar, args: MertonCoefficients) -> Scalar:
-    return x ** (1.0 - args.risk_aversion) / (1.0 - args.risk_aversion)
-
-
-def merton_boundary(t: Scalar, x: Scalar, jet: Jet, args: MertonCoefficients) -> Scalar:
-    return jet.value - merton_value(t, x, args)
-
-
-def merton_policy(x: ValuesLike, jet: Jet, args: MertonCoefficients) -> Values:
-    """The optimal fraction read from a value function's derivatives (first-order condition)."""
-    return -(args.drift - args.rate) * jet.v_x / (args.volatility**2 * x * jet.v_xx)
-
-
-def merton_problem(t_final: float = 1.0, x_lo: float = 0.5, x_hi: float = 2.0) -> PDEProblem:
-    return PDEProblem(merton_hamiltonian, merton_terminal, merton_boundary, t_final, x_lo, x_hi)
-
-
 def spacing_entropy(
     values: Float[Array, " m"], *, window: int | None = None, floor: float = 0.0
 ) -> Scalar:
@@ -386,17 +300,6 @@ def linear_diffusion_from_ar1(fit: AR1Fit) -> LinearDiffusion:
     return LinearDiffusion(fit.intercept * ratio, jnp.log(fit.coefficient), jnp.sqrt(variance))
 
 
-def linear_diffusion_mean(
-    diffusion: LinearDiffusion, z: ValuesLike, horizon: ScalarLike = 1.0
-) -> Values:
-    """E[Z_h | Z_0 = z] in closed form: the oracle for the branch's PDE."""
-    growth = jnp.exp(diffusion.slope * horizon)
-    small = jnp.abs(diffusion.slope) < 1e-12
-    safe_slope = jnp.where(small, 1.0, diffusion.slope)
-    integral = jnp.where(small, horizon, jnp.expm1(safe_slope * horizon) / safe_slope)
-    return growth * jnp.asarray(z) + diffusion.intercept * integral
-
-
 def kolmogorov_hamiltonian(t: Scalar, x: Scalar, jet: Jet, args: LinearDiffusion) -> Scalar:
     """Generator of the diffusion applied to V: b(x) V_x + sigma^2/2 V_xx."""
     return (args.intercept + args.slope * x) * jet.v_x + 0.5 * args.volatility**2 * jet.v_xx
@@ -444,9 +347,13 @@ def _raw_key(key: PRNGKey) -> Array:
     return key
 
 
+@final
 class DGMBranch(AbstractBranch[DGMParams]):
     """Branch B: forecast = V(0, x_now), V solving the fitted diffusion's Kolmogorov equation."""
 
+    name: ClassVar[str] = "B"
+    label: ClassVar[str] = "B DGM"
+    roles: ClassVar[frozenset[str]] = frozenset({COLLAPSE_CHECK})
     entropy_gamma: float = eqx.field(static=True, default=0.5)
     width: int = eqx.field(static=True, default=32)
     depth: int = eqx.field(static=True, default=3)
@@ -565,3 +472,36 @@ class DGMBranch(AbstractBranch[DGMParams]):
         states = ndtri(levels)
         values = jax.vmap(lambda z: net(0.0, z))(states)
         return entropy_check(values, states, self.entropy_gamma)
+
+    def collapse_check(self, params: DGMParams) -> tuple[Scalar, Flag]:
+        """The predictor's mode-collapse check (role ``COLLAPSE_CHECK``): the entropy check of
+        the last fit, H_DGM and whether H_DGM < γ·H[g]."""
+        return params.entropy.dgm_entropy, params.entropy.collapsed
+
+
+__all__ = [
+    "MIN_RESIDUAL_STD",
+    "AR1Fit",
+    "DGMBranch",
+    "DGMNet",
+    "DGMParams",
+    "EntropyCheck",
+    "Jet",
+    "LinearDiffusion",
+    "LossTerms",
+    "PDEProblem",
+    "TrainingHistory",
+    "dgm_loss",
+    "dgm_loss_terms",
+    "entropy_check",
+    "fit_ar1",
+    "identity_terminal",
+    "jet",
+    "kolmogorov_hamiltonian",
+    "kolmogorov_problem",
+    "linear_diffusion_from_ar1",
+    "linear_growth_boundary",
+    "spacing_entropy",
+    "train_dgm",
+    "uniform_points",
+]

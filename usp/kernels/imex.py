@@ -16,13 +16,12 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple, final
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaln, xlogy
 from jax.scipy.stats import norm
 from jaxtyping import Array, Bool, Complex, Float, Int
 
@@ -44,60 +43,6 @@ class MertonModel(eqx.Module):
     jump_mean: ScalarLike
     jump_std: ScalarLike
     discount_rate: ScalarLike = 0.0
-
-
-def jump_compensator(model: MertonModel) -> Scalar:
-    """kappa = E[exp(Y) - 1], the mean relative price jump."""
-    return jnp.expm1(model.jump_mean + 0.5 * jnp.square(model.jump_std))
-
-
-def log_drift(model: MertonModel) -> Scalar:
-    """b = mu - sigma^2/2 - lambda kappa: the drift of X that gives E[S_t] = S_0 exp(mu t)."""
-    diffusion_correction = 0.5 * jnp.square(model.volatility)
-    return model.growth_rate - diffusion_correction - model.jump_intensity * jump_compensator(model)
-
-
-def exponential_moment(model: MertonModel, power: ScalarLike, horizon: ScalarLike) -> Scalar:
-    """E[exp(p (X_t - X_0))] = exp(t psi(p)) with the Lévy exponent psi (no discounting)."""
-    jump_mgf = jnp.exp(power * model.jump_mean + 0.5 * jnp.square(power * model.jump_std))
-    psi = (
-        power * log_drift(model)
-        + 0.5 * jnp.square(power * model.volatility)
-        + model.jump_intensity * (jump_mgf - 1.0)
-    )
-    return jnp.exp(horizon * psi)
-
-
-def merton_call_price(
-    spot: ScalarLike,
-    strike: ScalarLike,
-    maturity: ScalarLike,
-    model: MertonModel,
-    *,
-    n_terms: int = 80,
-) -> Scalar:
-    """Merton's closed form: a Poisson(lambda (1 + kappa) T) mixture of Black-Scholes prices.
-
-    Prices under the risk-neutral model, with r = ``model.discount_rate`` (the growth rate is
-    taken to be r). ``n_terms`` jump counts are summed; 80 is exact to machine precision for
-    lambda T up to about 20.
-    """
-    kappa = jump_compensator(model)
-    mean_jumps = model.jump_intensity * (1.0 + kappa) * maturity
-    n = jnp.arange(n_terms, dtype=float)
-    # Poisson weights in log space: no overflow of (lambda' T)^n / n!, and 0 log 0 = 0.
-    log_weights = -mean_jumps + xlogy(n, mean_jumps) - gammaln(n + 1.0)
-    vol_n = jnp.sqrt(jnp.square(model.volatility) + n * jnp.square(model.jump_std) / maturity)
-    rate_n = (
-        model.discount_rate
-        - model.jump_intensity * kappa
-        + n * (model.jump_mean + 0.5 * jnp.square(model.jump_std)) / maturity
-    )
-    sd = vol_n * jnp.sqrt(maturity)
-    d1 = (jnp.log(spot / strike) + (rate_n + 0.5 * jnp.square(vol_n)) * maturity) / sd
-    d2 = d1 - sd
-    black_scholes = spot * norm.cdf(d1) - strike * jnp.exp(-rate_n * maturity) * norm.cdf(d2)
-    return jnp.sum(jnp.exp(log_weights) * black_scholes)
 
 
 class LogPriceGrid(eqx.Module):
@@ -134,20 +79,6 @@ class AbstractPayoff(eqx.Module):
     @abc.abstractmethod
     def far_field(self, tau: ScalarLike, x: Float[Array, " k"]) -> Float[Array, " k"]:
         """The value assumed at nodes outside the grid, at time to maturity tau."""
-
-
-class CallPayoff(AbstractPayoff):
-    """European call max(e^x - K, 0); far field: the discounted intrinsic value."""
-
-    strike: ScalarLike
-    discount_rate: ScalarLike = 0.0
-
-    def terminal(self, x: Float[Array, " k"]) -> Float[Array, " k"]:
-        return jnp.maximum(jnp.exp(x) - self.strike, 0.0)
-
-    def far_field(self, tau: ScalarLike, x: Float[Array, " k"]) -> Float[Array, " k"]:
-        discounted_strike = self.strike * jnp.exp(-self.discount_rate * tau)
-        return jnp.maximum(jnp.exp(x) - discounted_strike, 0.0)
 
 
 class ExponentialPayoff(AbstractPayoff):
@@ -587,12 +518,15 @@ class IMEXParams(eqx.Module):
     valid: Bool[Array, ""]
 
 
+@final
 class IMEXBranch(AbstractBranch[IMEXParams]):
     """Branch C: forecast E[S_{t+1} | S_t] and its sd from the one-step PIDE of a fitted Merton
     model. Static hyper-parameters: the grid size (odd), IMEX time steps per buffer step, the
     jump threshold c of eq. threshold, the grid half-width in fitted standard deviations, and
     whether the jumps are implicit (Anderson with ``anderson_memory``)."""
 
+    name: ClassVar[str] = "C"
+    label: ClassVar[str] = "C IMEX"
     grid_size: int = eqx.field(default=257, static=True)
     time_steps: int = eqx.field(default=32, static=True)
     jump_threshold: float = eqx.field(default=4.0, static=True)
@@ -675,15 +609,31 @@ class IMEXBranch(AbstractBranch[IMEXParams]):
 _solve_moments_jit = eqx.filter_jit(IMEXBranch.solve_moments)
 
 
-def simulate_merton(
-    model: MertonModel, n_steps: int, *, key: PRNGKey, initial_price: float = 100.0
-) -> Float[Array, " steps_plus_one"]:
-    """Prices S_0, ..., S_n of the Merton model at unit time steps."""
-    normal_key, count_key, size_key = jax.random.split(key, 3)
-    diffusion = model.volatility * jax.random.normal(normal_key, (n_steps,))
-    counts = jax.random.poisson(count_key, model.jump_intensity, (n_steps,)).astype(float)
-    jumps = counts * model.jump_mean + jnp.sqrt(counts) * model.jump_std * jax.random.normal(
-        size_key, (n_steps,)
-    )
-    log_path = jnp.cumsum(log_drift(model) + diffusion + jumps)
-    return initial_price * jnp.exp(jnp.concatenate([jnp.zeros(1), log_path]))
+__all__ = [
+    "AbstractPayoff",
+    "ExponentialPayoff",
+    "FixedPointResult",
+    "IMEXBranch",
+    "IMEXParams",
+    "ImplicitOperator",
+    "JumpKernel",
+    "LogPriceGrid",
+    "MertonEstimate",
+    "MertonModel",
+    "PIDESolution",
+    "TridiagonalFactor",
+    "add_boundary_terms",
+    "anderson_solve",
+    "check_price_buffer",
+    "estimate_merton",
+    "extend_with_far_field",
+    "imex_step",
+    "implicit_jump_step",
+    "implicit_operator",
+    "jump_correlation",
+    "jump_kernel",
+    "picard_solve",
+    "solve_pide",
+    "thomas_factor",
+    "thomas_solve",
+]

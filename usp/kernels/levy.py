@@ -11,6 +11,7 @@ under affine maps; see notebooks/03_levy.md for the derivation.
 from __future__ import annotations
 
 import functools
+from typing import ClassVar, final
 
 import equinox as eqx
 import jax
@@ -85,21 +86,6 @@ def stable_sample(
     """Draws of S0(α, β, σ, μ0): σ·(Z1 − β tan(πα/2)) + μ0."""
     z0 = standard_stable_s1(key, alpha, beta, shape) - s0_shift(alpha, beta)
     return scale * z0 + loc
-
-
-def characteristic_function(
-    u: Float[Array, " k"], alpha: ScalarLike, beta: ScalarLike, scale: ScalarLike, loc: ScalarLike
-) -> Float[Array, " k"] | Array:
-    """E exp(iuX) for X ~ S0(α, β, σ, μ0), eq. (levy-cf-s0)."""
-    abs_su = jnp.abs(scale * u)
-    safe_su = jnp.where(abs_su > 0, abs_su, 1.0)  # u = 0: the skew term is multiplied by 0
-    is_one = jnp.abs(alpha - 1.0) < ALPHA_ONE_TOLERANCE
-    a = jnp.where(is_one, 0.5, alpha)
-    skew_general = jnp.tan(jnp.pi * a / 2) * (safe_su ** (1.0 - a) - 1.0)
-    skew_one = (2.0 / jnp.pi) * jnp.log(safe_su)
-    skew = beta * jnp.sign(u) * jnp.where(is_one, skew_one, skew_general)
-    log_cf = -(abs_su**alpha) * (1.0 + 1j * skew) + 1j * loc * u
-    return jnp.exp(log_cf)
 
 
 class StableParams(eqx.Module):
@@ -189,9 +175,12 @@ class LevyParams(eqx.Module):
     key: PRNGKey
 
 
+@final
 class LevyBranch(AbstractBranch[LevyParams]):
     """Branch A: next value = last value + median α-stable increment, by Monte Carlo."""
 
+    name: ClassVar[str] = "A"
+    label: ClassVar[str] = "A Lévy"
     n_samples: int = eqx.field(static=True, default=4096)
     min_increments: int = eqx.field(static=True, default=16)
 
@@ -240,3 +229,17 @@ class LevyBranch(AbstractBranch[LevyParams]):
         low, median, high = params.increment_quantiles
         mean = buffer[-1] + jnp.where(params.law.valid, median, 0.0)
         return Forecast(mean=mean, scale=(high - low) / 2.0)
+
+
+__all__ = [
+    "ALPHA_ONE_TOLERANCE",
+    "ALPHA_RANGE",
+    "ECF_POINTS",
+    "LevyBranch",
+    "LevyParams",
+    "StableParams",
+    "fit_stable",
+    "s0_shift",
+    "stable_sample",
+    "standard_stable_s1",
+]

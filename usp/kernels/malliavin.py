@@ -167,16 +167,6 @@ def _malliavin_delta(drift, diffusion, payoff, x0, maturity, key, n_paths, n_ste
     return mean_and_standard_error(samples)
 
 
-@eqx.filter_jit
-def _finite_difference_delta(drift, diffusion, payoff, x0, maturity, key, n_paths, n_steps, bump):
-    # The same increments drive both bumped starts: common random numbers.
-    increments = brownian_increments(key, n_paths, n_steps, maturity)
-    up = solve_augmented_scan(drift, diffusion, x0 + bump, maturity, increments).state
-    down = solve_augmented_scan(drift, diffusion, x0 - bump, maturity, increments).state
-    samples = (jax.vmap(payoff)(up) - jax.vmap(payoff)(down)) / (2.0 * bump)
-    return mean_and_standard_error(samples)
-
-
 def _check_inputs(diffusion, x0, maturity, n_paths, n_steps) -> None:
     """Host-side checks, before anything is traced: each failure names the bad argument."""
     x0_host, maturity_host = float(x0), float(maturity)
@@ -228,25 +218,20 @@ def malliavin_delta(
     return _checked(*result)
 
 
-def finite_difference_delta(
-    drift: ScalarFunction,
-    diffusion: ScalarFunction,
-    x0: ScalarLike,
-    maturity: ScalarLike,
-    payoff: ScalarFunction,
-    *,
-    key: PRNGKey,
-    n_paths: int,
-    n_steps: int,
-    bump: ScalarLike,
-) -> tuple[Scalar, Scalar]:
-    """The peer: central difference [f(X_T^{x0+h}) − f(X_T^{x0−h})] / 2h, common random numbers."""
-    _check_inputs(diffusion, x0, maturity, n_paths, n_steps)
-    bump_host = float(bump)
-    if not (math.isfinite(bump_host) and bump_host > 0.0):
-        raise ValueError(f"bump must be a finite positive number, got {bump_host}")
-    x0, maturity = jnp.asarray(x0, float), jnp.asarray(maturity, float)
-    result = _finite_difference_delta(
-        drift, diffusion, payoff, x0, maturity, key, n_paths, n_steps, jnp.asarray(bump_host)
-    )
-    return _checked(*result)
+__all__ = [
+    "AugmentedState",
+    "Increments",
+    "PathValues",
+    "ScalarFunction",
+    "Solver",
+    "augmented_diffusion",
+    "augmented_drift",
+    "bel_weight",
+    "brownian_increments",
+    "euler_maruyama_step",
+    "initial_augmented_state",
+    "malliavin_delta",
+    "mean_and_standard_error",
+    "solve_augmented_diffrax",
+    "solve_augmented_scan",
+]

@@ -13,6 +13,8 @@ which JAX removed.
 
 from __future__ import annotations
 
+from typing import ClassVar, final
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,7 @@ from jaxtyping import Array, Bool, Float
 
 from usp.contracts import AbstractBranch, DomainError, Forecast, PredictorConfig
 from usp.contracts.arrays import Flag, PRNGKey, Scalar, Signal
+from usp.contracts.branch import EMERGENCY_FALLBACK
 
 DEFAULT_WINDOW = 16
 """Values per lagged window (static): w in the chapter's equations."""
@@ -58,11 +61,6 @@ def logsignature_dimension(dim: int, depth: int) -> int:
     )
 
 
-def signature_dimension(dim: int, depth: int) -> int:
-    """Coordinates of the truncated signature without its level-0 term: dim + ... + dim**depth."""
-    return sum(dim**level for level in range(1, depth + 1))
-
-
 def time_augmented_path(
     values: Float[Array, " w"], increment_scale: Scalar | float
 ) -> Float[Array, "w 2"]:
@@ -79,16 +77,6 @@ def signature(path: Float[Array, "*batch length dim"], depth: int) -> Float[Arra
 def logsignature(path: Float[Array, "*batch length dim"], depth: int) -> Float[Array, "*batch f"]:
     """Log-signature as the coefficients of log S at the Lyndon words, by level then word."""
     return signax.logsignature(path, depth, num_chunks=1, flatten=True)
-
-
-def signature_product(
-    left: Float[Array, " f"], right: Float[Array, " f"], *, dim: int, depth: int
-) -> Float[Array, " f"]:
-    """Chen's identity: the signature of a concatenated path from the two pieces' signatures."""
-    left_levels = signax.utils.unravel_signature(left, dim, depth)
-    right_levels = signax.utils.unravel_signature(right, dim, depth)
-    product = signax.signature_combine(left_levels, right_levels)
-    return jnp.concatenate([level.ravel() for level in product])
 
 
 def lagged_windows(buffer: Float[Array, " n"], window: int) -> Float[Array, "k w"]:
@@ -205,10 +193,15 @@ def finite_increment_std(buffer: Float[Array, " n"]) -> Scalar:
     return jnp.sqrt(jnp.where(finite, (increments - mean) ** 2, 0.0).sum() / count)
 
 
+@final
 class SignatureBranch(AbstractBranch[SignatureParams]):
     """Branch D (DESIGN §6): ridge regression of the next increment on log-signatures of the
-    time-augmented lagged windows of the buffer."""
+    time-augmented lagged windows of the buffer. The emergency fallback: the spec hands it the
+    blend while the circuit breaker is tripped."""
 
+    name: ClassVar[str] = "D"
+    label: ClassVar[str] = "D signature"
+    roles: ClassVar[frozenset[str]] = frozenset({EMERGENCY_FALLBACK})
     depth: int = eqx.field(static=True)
     window: int = eqx.field(static=True, default=DEFAULT_WINDOW)
     relative_penalties: tuple[float, ...] = eqx.field(static=True, default=RELATIVE_RIDGE_PENALTIES)
@@ -346,77 +339,26 @@ def _fit_signature_branch(
     return jax.tree.map(lambda new, old: jnp.where(usable, new, old), fitted, params)
 
 
-def levy_area(window: Float[Array, " w"]) -> Scalar:
-    """Eq. (Lévy area) of the time-augmented window, in closed form (shoelace formula)."""
-    time = jnp.linspace(0.0, 1.0, window.shape[0], dtype=window.dtype)
-    path = window - window[0]
-    return 0.5 * jnp.sum(time[:-1] * jnp.diff(path) - path[:-1] * jnp.diff(time))
-
-
-def chord_excursion(window: Float[Array, " w"]) -> Scalar:
-    """Mean squared distance of the window from its chord (E_k of eq. path-dependent series)."""
-    time = jnp.linspace(0.0, 1.0, window.shape[0], dtype=window.dtype)
-    path = window - window[0]
-    distance = path - path[-1] * time
-    return jnp.sum(distance[:-1] ** 2) / (window.shape[0] - 1)
-
-
-def path_dependent_series(
-    length: int,
-    *,
-    key: PRNGKey,
-    window: int = DEFAULT_WINDOW,
-    reversal: float = 0.8,
-    excursion_loading: float = 0.8,
-) -> Float[Array, " length"]:
-    """Synthetic series of eq. (path-dependent series): unit noise plus a drift set by the
-    Lévy area and the chord excursion of the last ``window`` values."""
-    noise = jax.random.normal(key, (length,))
-    bridge_excursion = (window - 1) / 6.0
-
-    def step(recent: Float[Array, " w"], shock: Scalar) -> tuple[Float[Array, " w"], Scalar]:
-        drift = -reversal * jnp.tanh(levy_area(recent)) + excursion_loading * jnp.tanh(
-            chord_excursion(recent) / bridge_excursion - 1.0
-        )
-        following = recent[-1] + drift + shock
-        return jnp.concatenate([recent[1:], following[None]]), following
-
-    start = jnp.cumsum(noise[:window])
-    _, rest = jax.lax.scan(step, start, noise[window:])
-    return jnp.concatenate([start, rest])
-
-
-class Backtest(eqx.Module):
-    """One-step forecasts of ``realised`` from the buffers just before it."""
-
-    mean: Float[Array, " t"]
-    scale: Float[Array, " t"]
-    realised: Float[Array, " t"]
-    previous: Float[Array, " t"]
-    """The last buffered value: the naive (random-walk) forecast."""
-
-    def rmse_over_naive(self) -> Scalar:
-        model = jnp.sqrt(jnp.mean((self.mean - self.realised) ** 2))
-        naive = jnp.sqrt(jnp.mean((self.previous - self.realised) ** 2))
-        return model / naive
-
-
-def one_step_backtest(
-    branch: SignatureBranch, series: Float[Array, " N"], *, buffer_length: int, stride: int
-) -> Backtest:
-    """Fit on series[e - buffer_length : e] and forecast series[e], for e on a stride."""
-    ends = np.arange(buffer_length, series.shape[0], stride)
-    buffers = series[ends[:, None] - buffer_length + np.arange(buffer_length)[None, :]]
-    forecasts = _fit_and_forecast_each(branch, buffers)
-    return Backtest(forecasts.mean, forecasts.scale, series[ends], series[ends - 1])
-
-
-@eqx.filter_jit
-def _fit_and_forecast_each(branch: SignatureBranch, buffers: Float[Array, "t n"]) -> Forecast:
-    untrained = branch.init(key=jax.random.key(0))
-
-    def fit_and_forecast(buffer: Signal) -> Forecast:
-        params = branch.fit(untrained, buffer)
-        return branch.forecast_with_flag(params, buffer)[0]
-
-    return jax.vmap(fit_and_forecast)(buffers)
+__all__ = [
+    "DEFAULT_WINDOW",
+    "MIN_WINDOWS_PER_FEATURE",
+    "PATH_DIM",
+    "RELATIVE_RIDGE_PENALTIES",
+    "WINSOR_LIMIT",
+    "RidgeFit",
+    "SignatureBranch",
+    "SignatureParams",
+    "buffer_is_usable",
+    "finite_increment_std",
+    "increment_scale",
+    "lagged_windows",
+    "last_finite_value",
+    "logsignature",
+    "logsignature_dimension",
+    "ridge_gcv",
+    "signature",
+    "time_augmented_path",
+    "training_pairs",
+    "window_features",
+    "winsorised",
+]

@@ -587,3 +587,37 @@ def holder_exponent(
         estimator = estimator_for(estimator, buffer.shape[0])
     h, valid = estimator(buffer, n_valid)
     return jax.lax.stop_gradient(h), jax.lax.stop_gradient(valid)
+
+
+__all__ = [
+    "BIT_SEARCH_MAX_LENGTH",
+    "CWT",
+    "WORD_BITS",
+    "MaximaLines",
+    "PartitionFunction",
+    "PreparedBuffer",
+    "WTMMEstimator",
+    "WTMMSpectrum",
+    "WindowedCWT",
+    "cwt_matrix",
+    "dyadic_scales",
+    "estimator_for",
+    "extended_cwt",
+    "filter_spectra",
+    "gaus1_filter",
+    "gaus1_integrated",
+    "holder_exponent",
+    "l1_modulus",
+    "link_maxima_lines",
+    "make_cwt",
+    "modulus_maxima",
+    "nearest_marked",
+    "nearest_marked_by_bits",
+    "nearest_marked_by_prefix",
+    "odd_extension",
+    "pack_bits",
+    "partition_function",
+    "prepare_buffer",
+    "reflect_head",
+    "weighted_slope",
+]

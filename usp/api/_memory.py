@@ -1,11 +1,14 @@
 """XLA memory settings applied before JAX starts a backend (OPS-4, DESIGN §8.7).
 
-Standard library only: this module runs at the top of ``usp/__init__.py``, before anything
-imports JAX. XLA reads these variables once, when a process creates its first GPU client (the
-first JAX operation, not ``import jax``), so they must be in ``os.environ`` by then. They change
-nothing on CPU.
+Applied by ``usp.api.runtime.configure_numerics()`` and by the ``usp`` command
+(``usp.cli.main``), never by ``import usp``: importing a library does not change its process's
+environment. XLA reads these variables once, when a process creates its first GPU client (the
+first JAX operation, not ``import jax``), so they must be in ``os.environ`` by then; the process
+that owns the device (a service, the CLI, a notebook) applies them at its start. They change
+nothing on CPU. Standard library only: applying them reads nothing from JAX and starts no
+backend.
 
-Each is set with ``os.environ.setdefault``: a value the user exported wins.
+Each is set only where the user has not set it: a value the user exported wins.
 
 ``XLA_PYTHON_CLIENT_PREALLOCATE=false``
     JAX's default grabs 75% of the GPU at the first operation. The predictor's working set is
@@ -58,7 +61,7 @@ def apply_xla_memory_defaults() -> dict[str, str]:
         applied[name] = value
     if applied and _backend_started():
         warnings.warn(
-            "usp was imported after JAX started a backend; XLA memory settings "
+            "JAX had started a backend before usp applied its XLA memory settings; "
             f"{sorted(applied)} apply only to new processes",
             RuntimeWarning,
             stacklevel=2,

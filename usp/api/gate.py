@@ -1,0 +1,117 @@
+"""`TickGate`: the host-side checks of one asset's stream, in plain Python.
+
+What to drop (non-finite values, out-of-order or duplicate timestamps, > 20σ outliers that are
+not a new level) and when to freeze the weights (stale or sparse ticks). Plain Python on
+floats, so it is tested without compiling anything; ``UniversalPredictor`` consults it before
+every tick, and a snapshot carries its fields (``usp.io.host_record``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from usp.contracts.config import PredictorConfig
+from usp.contracts.types import MarketObservation
+
+
+def _squared(x: float) -> float:
+    """x², inf when it overflows (Python's ``x ** 2`` raises OverflowError instead)."""
+    return x * x
+
+
+LEVEL_SHIFT_TICKS = 3
+"""Consecutive outliers, within the outlier bound of one another, that make a new price level."""
+
+
+@dataclass
+class TickGate:
+    """Host-side checks of one asset's stream (API §4.2): what to drop, when to freeze.
+
+    A tick is dropped (the predictor state is untouched) when its price or target is not
+    finite, its timestamp is not after the last accepted one, or its price is more than
+    ``outlier_sigma`` increment-σ away from the last accepted price: a bad print. A lasting
+    move (a gap at the open, a split) also looks like that, so the ``LEVEL_SHIFT_TICKS``-th
+    consecutive outlier is accepted when those outliers lie within the same bound of one
+    another: the new level, not a lock-out. Weights are frozen when the tick is stale
+    (latency > TTL, recovering only below ``hysteresis · TTL``) or when it arrives later than
+    the Nyquist interval after the previous one.
+    """
+
+    config: PredictorConfig
+    last_price: float | None = None
+    last_timestamp_ns: int | None = None
+    increment_var: float = 0.0
+    increments_seen: int = 0
+    degraded: bool = False
+    min_increments: int = 20
+    """No outlier test before this many increments: σ is not yet known."""
+    outliers: list[float] = field(default_factory=list)
+    """Prices of the outliers dropped since the last accepted tick (at most the last few)."""
+
+    def rejection(self, obs: MarketObservation) -> str | None:
+        """Why the tick must be dropped, or None."""
+        price, target = float(obs.price), float(obs.target)
+        if not (math.isfinite(price) and math.isfinite(target)):
+            return f"non-finite price or target ({price}, {target})"
+        if self.last_timestamp_ns is not None and obs.timestamp_ns <= self.last_timestamp_ns:
+            kind = "duplicate" if obs.timestamp_ns == self.last_timestamp_ns else "out-of-order"
+            return f"{kind} timestamp {obs.timestamp_ns} (last {self.last_timestamp_ns})"
+        if self.last_price is not None and not math.isfinite(_squared(price - self.last_price)):
+            return f"price {price} is beyond floating-point range of the last {self.last_price}"
+        if self.is_outlier(obs) and not self.is_level_shift(price):
+            bound, sigma = self.config.outlier_sigma, math.sqrt(self.increment_var)
+            return f"outlier: |{price} - {self.last_price:.6g}| > {bound:g} x sigma {sigma:.3g}"
+        return None
+
+    def is_outlier(self, obs: MarketObservation) -> bool:
+        """A finite price more than ``outlier_sigma`` increment-σ from the last accepted price
+        (tested once σ is known: after ``min_increments`` increments)."""
+        if self.last_price is None or self.increments_seen < self.min_increments:
+            return False
+        sigma = math.sqrt(self.increment_var)
+        bound, center = self.config.outlier_sigma, self.last_price
+        outside = not obs.validate_domain(bound, sigma, center)
+        return sigma > 0 and math.isfinite(obs.price) and outside
+
+    def is_level_shift(self, price: float) -> bool:
+        """Whether ``price`` completes a run of ``LEVEL_SHIFT_TICKS`` consecutive outliers
+        that lie within the outlier bound of one another."""
+        run = [*self.outliers, price][-LEVEL_SHIFT_TICKS:]
+        width = self.config.outlier_sigma * math.sqrt(self.increment_var)
+        return len(run) == LEVEL_SHIFT_TICKS and max(run) - min(run) <= width
+
+    def drop(self, obs: MarketObservation) -> None:
+        """Record a dropped tick: an outlier's price is kept to recognise a new level."""
+        if self.is_outlier(obs):
+            self.outliers = [*self.outliers, float(obs.price)][-(LEVEL_SHIFT_TICKS - 1) :]
+
+    def accept(self, price: float, timestamp_ns: int | None = None) -> None:
+        """Record an accepted price (EWMA of squared increments for the outlier σ)."""
+        if self.last_price is not None:
+            increment_sq = _squared(price - self.last_price)
+            alpha = max(self.config.volatility_alpha, 1.0 / (self.increments_seen + 1))
+            self.increment_var = (1 - alpha) * self.increment_var + alpha * increment_sq
+            self.increments_seen += 1
+        self.last_price = price
+        self.outliers = []
+        if timestamp_ns is not None:
+            self.last_timestamp_ns = timestamp_ns
+
+    def staleness(self, latency_ns: int) -> tuple[bool, bool]:
+        """(degraded now, just recovered) with hysteresis."""
+        ttl = self.config.staleness_ttl_ns
+        recovered = False
+        if self.degraded and latency_ns < self.config.inference_recovery_hysteresis * ttl:
+            self.degraded, recovered = False, True
+        elif latency_ns > ttl:
+            self.degraded = True
+        return self.degraded, recovered
+
+    def is_sparse(self, timestamp_ns: int) -> bool:
+        if self.last_timestamp_ns is None:
+            return False
+        return timestamp_ns - self.last_timestamp_ns > self.config.besov_nyquist_interval_ns
+
+
+__all__ = ["LEVEL_SHIFT_TICKS", "TickGate"]
