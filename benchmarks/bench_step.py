@@ -143,10 +143,10 @@ def stage_times_1024(fp: FunctionalPredictor, states, prices, repeats: int) -> d
     def holder_upto_lines(state, price, key):
         return wtmm.lines(prepare_buffer(state.buffer, state.n_filled)).sup
 
-    def predict_stage(name: str):
-        branch = getattr(model, name)
+    def predict_stage(position: int):
+        branch = model.branches[position]
         return lambda state, price, key: (
-            branch.predict(getattr(state.params, name), state.buffer, key=key).mean
+            branch.predict(state.params[position], state.buffer, key=key).mean
         )
 
     stages = {
@@ -168,10 +168,10 @@ def stage_times_1024(fp: FunctionalPredictor, states, prices, repeats: int) -> d
                 tau=state.tau.tau,
             ).weights
         ),  # fmt: skip
-        "levy_predict": predict_stage("levy"),
-        "dgm_predict": predict_stage("dgm"),
-        "imex_predict": predict_stage("imex"),
-        "signature_predict": predict_stage("signature"),
+        **{
+            f"predict_{branch.name}": predict_stage(position)
+            for position, branch in enumerate(model.branches)
+        },
         "holder_upto_cwt": holder_upto_cwt,
         "holder_upto_lines": holder_upto_lines,
     }

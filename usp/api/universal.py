@@ -330,7 +330,8 @@ class UniversalPredictor:
                 self._dump(result, timestamp_ns)
         if collapse and not edges.mode_collapse:
             warnings.warn(
-                "DGM entropy collapsed: branch B off until refit",
+                "mode collapse: a branch's entropy check failed while it held weight (the DGM by "
+                "default); it is off until refit",
                 ModeDegradationAlert,
                 stacklevel=3,
             )
