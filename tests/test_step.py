@@ -192,6 +192,88 @@ def test_duplicate_and_out_of_order_timestamps_are_dropped(fitted, second, kind,
     assert same_state(up.state, before) and kind in caplog.text
 
 
+@pytest.mark.parametrize("bad", [-50.0, 0.0])
+def test_non_positive_prices_are_dropped_never_a_level(fitted, bad, caplog):
+    """Three consecutive -50.0 (or 0.0) ticks: each is dropped, none counts as an outlier,
+    so no level shift can make them the price."""
+    up = fresh(fitted)
+    before, last = up.state, up.last_result
+    for second in (10, 11, 12):
+        assert up.step(obs(bad, second * TICK)) is last
+    assert same_state(up.state, before) and up.dropped_ticks == 3
+    assert up.gate.outliers == [] and "non-positive" in caplog.text
+    with pytest.raises(DomainError, match="non-positive"):
+        fitted.functional.step(fitted.state, obs(bad, 1))
+    states = jax.tree.map(lambda x: jnp.stack([x] * 4), fitted.state)
+    prices = np.array([HISTORY[-1], bad, HISTORY[-1], HISTORY[-1]])
+    kept, _, accepted = fitted.functional.step_batch(states, prices, prices)
+    assert accepted.tolist() == [True, False, True, True]
+    assert same_state(jax.tree.map(lambda x: x[1], kept), fitted.state)
+
+
+def test_a_small_negative_tick_on_a_low_priced_series_is_dropped(fitted, caplog):
+    """Last price 0.28, σ 0.02: -0.01 is within 20σ of the last price, and still no price."""
+    up = fresh(fitted)
+    up.gate.last_price, up.gate.increment_var = 0.28, 0.02**2
+    before, last = up.state, up.last_result
+    assert up.step(obs(-0.01, 10 * TICK)) is last
+    assert same_state(up.state, before) and "non-positive" in caplog.text
+
+
+def test_a_tick_a_year_ahead_is_dropped_and_the_stream_goes_on(fitted, caplog):
+    up = fresh(fitted)
+    up.step(obs(HISTORY[-1], 10 * TICK))
+    before, last = up.state, up.last_result
+    year = 365 * 86_400 * SECOND
+    assert up.step(obs(HISTORY[-1] + 0.1, 10 * TICK + year)) is last
+    assert same_state(up.state, before) and "clock jump" in caplog.text
+    for t in range(11, 61):  # the 50 normal ticks that follow are all accepted
+        up.step(obs(HISTORY[-1] + 0.01 * (t % 3), t * TICK))
+    assert up.accepted_ticks == 51 and up.dropped_ticks == 1
+
+
+def test_a_lasting_clock_jump_re_anchors_the_clock(fitted, caplog):
+    """Three consecutive ticks past the horizon, increasing and within it of one another: the
+    first two are dropped, the third is accepted, and the stream goes on from there."""
+    up = fresh(fitted)
+    up.step(obs(HISTORY[-1], 10 * TICK))
+    gap = up.config.timestamp_horizon_ns + SECOND
+    before, last = up.state, up.last_result
+    for k in (1, 2):
+        assert up.step(obs(HISTORY[-1], 10 * TICK + gap + k * TICK)) is last
+    assert same_state(up.state, before) and len(up.gate.jumps) == 2
+    third = up.step(obs(HISTORY[-1], 10 * TICK + gap + 3 * TICK))
+    assert third is not last and "clock re-anchored" in caplog.text and up.gate.jumps == []
+    assert up.step(obs(HISTORY[-1], 10 * TICK + gap + 4 * TICK)) is not third
+
+
+def test_jumps_that_disagree_do_not_re_anchor(fitted):
+    """Jumps more than the horizon apart (or not increasing) are bad prints, not a new clock."""
+    up = fresh(fitted)
+    up.step(obs(HISTORY[-1], 10 * TICK))
+    horizon = up.config.timestamp_horizon_ns
+    for k in (1, 3, 2, 5, 4):
+        up.step(obs(HISTORY[-1], 10 * TICK + k * 2 * horizon))
+    assert up.dropped_ticks == 5 and up.accepted_ticks == 1
+
+
+def test_a_tick_ahead_of_the_wall_clock_is_refused(fitted, caplog):
+    now = 10**18
+    up = fresh(fitted, clock=lambda: now)
+    before = up.state
+    assert up.step(obs(HISTORY[-1], now + 2 * up.config.timestamp_horizon_ns)) is up.last_result
+    assert same_state(up.state, before) and "ahead of the clock" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [None, "100.0", True, [1.0]])
+def test_an_observation_must_hold_numbers(bad):
+    with pytest.raises(TypeError, match="price must be a real number"):
+        MarketObservation(price=bad, target=1.0, timestamp_ns=1)
+    with pytest.raises(TypeError, match="target must be a real number"):
+        MarketObservation(price=1.0, target=bad, timestamp_ns=1)
+    assert MarketObservation(price=np.float32(2), target=3, timestamp_ns=1).target == 3.0
+
+
 def test_functional_step_raises_on_non_finite(fitted):
     fp = fitted.functional
     with pytest.raises(DomainError):

@@ -5,6 +5,8 @@ is re-exported here; modules with a leading underscore are private.
 """
 
 from .api import (
+    COLLAPSE_CHECK,
+    EMERGENCY_FALLBACK,
     AbstractBranch,
     DomainError,
     Forecast,
@@ -19,11 +21,14 @@ from .api import (
     PredictorConfig,
     StalenessWarning,
     UniversalPredictor,
+    default_branches,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "COLLAPSE_CHECK",
+    "EMERGENCY_FALLBACK",
     "AbstractBranch",
     "DomainError",
     "Forecast",
@@ -38,4 +43,5 @@ __all__ = [
     "PredictorConfig",
     "StalenessWarning",
     "UniversalPredictor",
+    "default_branches",
 ]

@@ -8,6 +8,8 @@ from usp.api.functional import FunctionalPredictor
 from usp.api.gate import TickGate
 from usp.api.universal import UniversalPredictor
 from usp.contracts import (
+    COLLAPSE_CHECK,
+    EMERGENCY_FALLBACK,
     SCHEMA_VERSION,
     AbstractBranch,
     DomainError,
@@ -24,8 +26,11 @@ from usp.contracts import (
     USPError,
     USPWarning,
 )
+from usp.core.step import default_branches
 
 __all__ = [
+    "COLLAPSE_CHECK",
+    "EMERGENCY_FALLBACK",
     "SCHEMA_VERSION",
     "AbstractBranch",
     "DomainError",
@@ -44,4 +49,5 @@ __all__ = [
     "USPError",
     "USPWarning",
     "UniversalPredictor",
+    "default_branches",
 ]

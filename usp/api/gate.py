@@ -21,7 +21,8 @@ def _squared(x: float) -> float:
 
 
 LEVEL_SHIFT_TICKS = 3
-"""Consecutive outliers, within the outlier bound of one another, that make a new price level."""
+"""Consecutive outliers, within the outlier bound of one another, that make a new price level;
+and consecutive clock jumps, within the timestamp horizon of one another, that make a new clock."""
 
 
 @dataclass
@@ -29,11 +30,22 @@ class TickGate:
     """Host-side checks of one asset's stream (API §4.2): what to drop, when to freeze.
 
     A tick is dropped (the predictor state is untouched) when its price or target is not
-    finite, its timestamp is not after the last accepted one, or its price is more than
-    ``outlier_sigma`` increment-σ away from the last accepted price: a bad print. A lasting
-    move (a gap at the open, a split) also looks like that, so the ``LEVEL_SHIFT_TICKS``-th
+    finite or not positive (branches A-C model log-prices; a zero or negative price is a bad
+    print, never a level), its timestamp is not after the last accepted one, or its price is
+    more than ``outlier_sigma`` increment-σ away from the last accepted price. A lasting move (a
+    gap at the open, a split) also looks like an outlier, so the ``LEVEL_SHIFT_TICKS``-th
     consecutive outlier is accepted when those outliers lie within the same bound of one
-    another: the new level, not a lock-out. Weights are frozen when the tick is stale
+    another: the new level, not a lock-out.
+
+    Timestamps get the same two rules. A tick stamped more than ``timestamp_horizon_ns`` after
+    the last accepted one is a clock jump (a feed's clock error, or a mistyped year): it is
+    dropped, since accepting it would make every later, correct tick look out of order. A real
+    gap (a long market closure) also looks like that, so the ``LEVEL_SHIFT_TICKS``-th
+    consecutive jumping tick is accepted when their timestamps increase and lie within the
+    horizon of one another: the clock is re-anchored. Given the caller's wall clock
+    (``now_ns``), a tick more than the horizon ahead of it is refused outright.
+
+    Weights are frozen when the tick is stale
     (latency > TTL, recovering only below ``hysteresis · TTL``) or when it arrives later than
     the Nyquist interval after the previous one.
     """
@@ -48,15 +60,27 @@ class TickGate:
     """No outlier test before this many increments: σ is not yet known."""
     outliers: list[float] = field(default_factory=list)
     """Prices of the outliers dropped since the last accepted tick (at most the last few)."""
+    jumps: list[int] = field(default_factory=list)
+    """Timestamps of the clock jumps dropped since the last accepted tick (the last few)."""
 
-    def rejection(self, obs: MarketObservation) -> str | None:
-        """Why the tick must be dropped, or None."""
-        price, target = float(obs.price), float(obs.target)
+    def rejection(self, obs: MarketObservation, now_ns: int | None = None) -> str | None:
+        """Why the tick must be dropped, or None. ``now_ns``: the caller's wall clock, if any."""
+        price, target = obs.price, obs.target
         if not (math.isfinite(price) and math.isfinite(target)):
             return f"non-finite price or target ({price}, {target})"
+        if price <= 0 or target <= 0:
+            return f"non-positive price or target ({price}, {target})"
         if self.last_timestamp_ns is not None and obs.timestamp_ns <= self.last_timestamp_ns:
             kind = "duplicate" if obs.timestamp_ns == self.last_timestamp_ns else "out-of-order"
             return f"{kind} timestamp {obs.timestamp_ns} (last {self.last_timestamp_ns})"
+        horizon = self.config.timestamp_horizon_ns
+        if now_ns is not None and obs.timestamp_ns > now_ns + horizon:
+            return f"timestamp {obs.timestamp_ns} is more than {horizon} ns ahead of the clock"
+        if self.is_clock_jump(obs) and not self.is_new_clock(obs.timestamp_ns):
+            return (
+                f"clock jump: timestamp {obs.timestamp_ns} is more than {horizon} ns after "
+                f"the last accepted {self.last_timestamp_ns}"
+            )
         if self.last_price is not None and not math.isfinite(_squared(price - self.last_price)):
             return f"price {price} is beyond floating-point range of the last {self.last_price}"
         if self.is_outlier(obs) and not self.is_level_shift(price):
@@ -72,7 +96,21 @@ class TickGate:
         sigma = math.sqrt(self.increment_var)
         bound, center = self.config.outlier_sigma, self.last_price
         outside = not obs.validate_domain(bound, sigma, center)
-        return sigma > 0 and math.isfinite(obs.price) and outside
+        return sigma > 0 and math.isfinite(obs.price) and obs.price > 0 and outside
+
+    def is_clock_jump(self, obs: MarketObservation) -> bool:
+        """A tick stamped more than the horizon after the last accepted one."""
+        if self.last_timestamp_ns is None:
+            return False
+        return obs.timestamp_ns - self.last_timestamp_ns > self.config.timestamp_horizon_ns
+
+    def is_new_clock(self, timestamp_ns: int) -> bool:
+        """Whether ``timestamp_ns`` completes a run of ``LEVEL_SHIFT_TICKS`` consecutive clock
+        jumps whose timestamps increase and lie within the horizon of one another."""
+        run = [*self.jumps, timestamp_ns][-LEVEL_SHIFT_TICKS:]
+        increasing = all(a < b for a, b in zip(run, run[1:], strict=False))
+        within = run[-1] - run[0] <= self.config.timestamp_horizon_ns
+        return len(run) == LEVEL_SHIFT_TICKS and increasing and within
 
     def is_level_shift(self, price: float) -> bool:
         """Whether ``price`` completes a run of ``LEVEL_SHIFT_TICKS`` consecutive outliers
@@ -82,8 +120,13 @@ class TickGate:
         return len(run) == LEVEL_SHIFT_TICKS and max(run) - min(run) <= width
 
     def drop(self, obs: MarketObservation) -> None:
-        """Record a dropped tick: an outlier's price is kept to recognise a new level."""
-        if self.is_outlier(obs):
+        """Record a dropped tick: an outlier's price is kept to recognise a new level, a clock
+        jump's timestamp to recognise a new clock (a tick bad on other grounds counts for
+        neither)."""
+        usable = math.isfinite(obs.price) and obs.price > 0 and math.isfinite(obs.target)
+        if usable and obs.target > 0 and self.is_clock_jump(obs):
+            self.jumps = [*self.jumps, obs.timestamp_ns][-(LEVEL_SHIFT_TICKS - 1) :]
+        elif self.is_outlier(obs):
             self.outliers = [*self.outliers, float(obs.price)][-(LEVEL_SHIFT_TICKS - 1) :]
 
     def accept(self, price: float, timestamp_ns: int | None = None) -> None:
@@ -95,6 +138,7 @@ class TickGate:
             self.increments_seen += 1
         self.last_price = price
         self.outliers = []
+        self.jumps = []
         if timestamp_ns is not None:
             self.last_timestamp_ns = timestamp_ns
 

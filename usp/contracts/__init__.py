@@ -5,7 +5,7 @@ This is the bottom layer: it imports nothing else from ``usp``, so any module (a
 snapshot format, the step) may import it without pulling in the predictors above.
 """
 
-from .branch import AbstractBranch, Forecast
+from .branch import COLLAPSE_CHECK, EMERGENCY_FALLBACK, AbstractBranch, Forecast
 from .config import SCHEMA_VERSION, PredictorConfig
 from .errors import (
     DomainError,
@@ -21,6 +21,8 @@ from .errors import (
 from .types import MarketObservation, PredictionResult
 
 __all__ = [
+    "COLLAPSE_CHECK",
+    "EMERGENCY_FALLBACK",
     "SCHEMA_VERSION",
     "AbstractBranch",
     "DomainError",

@@ -59,6 +59,11 @@ class PredictorConfig:
     """Fewer buffered samples than this: H_t defaults to 0.5."""
     outlier_sigma: float = 20.0
     """Catastrophic outlier bound, in standard deviations of the recent increments."""
+    timestamp_horizon_ns: int = 30 * 86_400 * 10**9
+    """The tick gate's clock bound (30 days): a tick stamped more than this after the last
+    accepted one (a clock jump) is held back until three consecutive ticks agree, and a tick
+    more than this ahead of the caller's wall clock is refused; restored timestamps beyond it
+    are refused. Raise it for series sampled less often than monthly."""
     dgm_entropy_gamma: float = 0.5
     """Mode collapse when H_DGM < γ·H[g]."""
     mode_collapse_steps: int = 10
@@ -108,6 +113,7 @@ _RULES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "wtmm_n_scales": (int, 4, 128, True, True),
     "holder_min_samples": (int, 8, None, True, False),
     "outlier_sigma": (float, 0.0, None, False, False),
+    "timestamp_horizon_ns": (int, 0, None, False, False),
     "dgm_entropy_gamma": (float, 0.0, 1.0, False, True),
     "mode_collapse_steps": (int, 1, None, True, False),
     "kurtosis_alert_level": (float, 3.0, None, False, False),
