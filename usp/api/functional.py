@@ -26,14 +26,17 @@ from usp.contracts.config import PredictorConfig
 from usp.contracts.errors import DomainError, IntegrityError
 from usp.contracts.types import MarketObservation, PredictionResult
 from usp.core.step import Predictor, PredictorState, init_state, refit, run, step
+from usp.io import sense
 from usp.io import snapshot as snap
+from usp.kernels.dgm import DGMBranch
 
 
 def _guarded_step(
     model: Predictor, state: PredictorState, price, target, freeze
 ) -> tuple[PredictorState, PredictionResult, Bool[Array, ""]]:
-    """The step, except that a non-finite price or target leaves the state untouched."""
-    accepted = jnp.isfinite(price) & jnp.isfinite(target)
+    """The step, except that a price or target that is not finite and positive leaves the state
+    untouched (branches A-C model log-prices: zero or a negative price is never data)."""
+    accepted = jnp.isfinite(price) & jnp.isfinite(target) & (price > 0) & (target > 0)
     last = state.buffer[-1]
     new_state, result = step(
         model, state, jnp.where(accepted, price, last), jnp.where(accepted, target, last), freeze
@@ -146,9 +149,12 @@ class FunctionalPredictor:
     def step(
         self, state: PredictorState, obs: MarketObservation, *, freeze: bool = False
     ) -> tuple[PredictorState, PredictionResult]:
-        """One tick. A non-finite price or target raises ``DomainError`` (state untouched)."""
+        """One tick. A price or target that is not finite and positive raises ``DomainError``
+        (state untouched)."""
         if not (math.isfinite(obs.price) and math.isfinite(obs.target)):
             raise DomainError(f"non-finite observation at {obs.timestamp_ns}: {obs}")
+        if obs.price <= 0 or obs.target <= 0:
+            raise DomainError(f"non-positive observation at {obs.timestamp_ns}: {obs}")
         # Python floats and bools: a NumPy scalar would be a differently typed argument (a
         # second compile that no warm-up covers).
         price, target = float(obs.price), float(obs.target)
@@ -162,8 +168,9 @@ class FunctionalPredictor:
         targets: Float[Array, " assets"] | np.ndarray,
         freeze: Bool[Array, " assets"] | np.ndarray | None = None,
     ) -> tuple[PredictorState, PredictionResult, Bool[Array, " assets"]]:
-        """One tick for every asset. An asset whose price or target is not finite keeps its
-        state bit for bit and is reported in ``accepted`` as False; the others are unaffected.
+        """One tick for every asset. An asset whose price or target is not finite and positive
+        keeps its state bit for bit and is reported in ``accepted`` as False; the others are
+        unaffected.
         """
         return self._step_batch(*self.batch_inputs(states, prices, targets, freeze))
 
@@ -250,7 +257,9 @@ class FunctionalPredictor:
 
     def decode_snapshot(self, payload: dict, source: str) -> dict:
         """``{"state": ..., "last_result": ...}`` of a verified payload, every leaf checked
-        against this predictor's templates."""
+        against this predictor's templates, then for sense (``sense_rules``): a payload
+        re-sealed with a correct checksum but a NaN, an absurd magnitude or a negative counter
+        is an ``IntegrityError`` naming the leaf."""
         snap.check_same_config(snap.config_from_payload(payload, source), self.config, source)
         if payload["branches"] != list(self.branch_names):
             raise IntegrityError(
@@ -266,7 +275,47 @@ class FunctionalPredictor:
             "state": self.state_template(payload["n_assets"]),
             "last_result": self.result_template() if has_result else None,
         }
-        return snap.from_record(payload["tree"], template, source)
+        tree = snap.from_record(payload["tree"], template, source)
+        sense.check_tree(tree, self.sense_rules, source)
+        return tree
+
+    @functools.cached_property
+    def sense_rules(self) -> sense.SenseRules:
+        """What a restored state (and result) must satisfy beyond its checksum: the generic rules
+        of ``usp.io.sense`` (finite, bounded, non-negative integers) with this predictor's
+        counters, their largest values and its price buffer. Paths are the snapshot's leaf paths
+        of ``{"state": ..., "last_result": ...}``. A custom branch's parameters get the generic
+        rules only: they must be finite and bounded, their integers non-negative."""
+        config, state, result = self.config, "['state']", "['last_result']"
+        # Non-finite by design, and nowhere else (found by listing the non-finite leaves of cold,
+        # fitted and long-run states and results): a branch's scale that is not finite is
+        # reported as NaN (usp.core.step._branch_forecasts); H_DGM is NaN when no branch
+        # declares the collapse check or all that do are switched off (_reported_entropy); a
+        # DGM branch's training loss is +inf until its first training round (DGMBranch.init).
+        non_finite = {
+            f"{result}.branch_scales": frozenset({"nan"}),
+            f"{result}.dgm_entropy": frozenset({"nan"}),
+        }
+        for i, branch in enumerate(self.model.branches):
+            if isinstance(branch, DGMBranch):
+                non_finite[f"{state}.params[{i}].training_loss"] = frozenset({"inf"})
+        return sense.SenseRules(
+            non_finite=non_finite,
+            at_most={
+                # the price buffer's fill count
+                f"{state}.n_filled": config.wtmm_buffer_size,
+                # the kurtosis ring: the next write position, and how much of it is filled
+                f"{state}.cusum.window_pos": config.kurtosis_window - 1,
+                f"{state}.cusum.window_count": config.kurtosis_window,
+                # saturating counters: the grace period, the kurtosis alert's streak (its
+                # ceiling is one past the alert), the collapse streak (a branch is switched off,
+                # and its streak reset, once the streak passes mode_collapse_steps)
+                f"{state}.cusum.steps_since_alarm": config.grace_period_steps,
+                f"{state}.cusum.kurtosis_streak": config.kurtosis_alert_steps + 1,
+                f"{state}.collapse_streak": config.mode_collapse_steps,
+            },
+            positive_filled={f"{state}.buffer": f"{state}.n_filled"},
+        )
 
 
 __all__ = ["ASSET_BLOCK", "FunctionalPredictor", "blockwise"]

@@ -119,12 +119,13 @@ class TickGate:
         width = self.config.outlier_sigma * math.sqrt(self.increment_var)
         return len(run) == LEVEL_SHIFT_TICKS and max(run) - min(run) <= width
 
-    def drop(self, obs: MarketObservation) -> None:
+    def drop(self, obs: MarketObservation, now_ns: int | None = None) -> None:
         """Record a dropped tick: an outlier's price is kept to recognise a new level, a clock
         jump's timestamp to recognise a new clock (a tick bad on other grounds counts for
-        neither)."""
+        neither; a tick ahead of the wall clock ``now_ns`` never makes a clock)."""
         usable = math.isfinite(obs.price) and obs.price > 0 and math.isfinite(obs.target)
-        if usable and obs.target > 0 and self.is_clock_jump(obs):
+        ahead = now_ns is not None and obs.timestamp_ns > now_ns + self.config.timestamp_horizon_ns
+        if usable and obs.target > 0 and not ahead and self.is_clock_jump(obs):
             self.jumps = [*self.jumps, obs.timestamp_ns][-(LEVEL_SHIFT_TICKS - 1) :]
         elif self.is_outlier(obs):
             self.outliers = [*self.outliers, float(obs.price)][-(LEVEL_SHIFT_TICKS - 1) :]

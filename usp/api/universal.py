@@ -134,6 +134,9 @@ class UniversalPredictor:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise DomainError(f"history has non-finite values at positions {bad[:5].tolist()}")
+        bad = np.flatnonzero(values <= 0)
+        if bad.size:  # branches A-C model log-prices; the tick gate drops such prices too
+            raise DomainError(f"history has non-positive values at positions {bad[:5].tolist()}")
         with np.errstate(over="ignore"):
             huge = np.flatnonzero(~np.isfinite(np.diff(values) ** 2))
         if huge.size:
@@ -167,10 +170,11 @@ class UniversalPredictor:
 
     def step(self, obs: MarketObservation) -> PredictionResult:
         """One tick; a dropped tick returns the last valid result and changes nothing."""
-        reason = self.gate.rejection(obs)
+        now = None if self.clock is None else self.clock()
+        reason = self.gate.rejection(obs, now)
         if reason is not None:
             logger.error("tick dropped: %s", reason)
-            self.gate.drop(obs)
+            self.gate.drop(obs, now)
             self.dropped_ticks += 1
             if self.last_result is None:
                 raise DomainError(f"tick dropped ({reason}) and there is no previous result")
@@ -180,7 +184,12 @@ class UniversalPredictor:
                 "price level shift accepted: %d consecutive ticks near %g, last accepted %g",
                 LEVEL_SHIFT_TICKS, float(obs.price), self.gate.last_price,
             )  # fmt: skip
-        freeze = self._freeze(obs)
+        if self.gate.is_clock_jump(obs):
+            logger.warning(
+                "clock re-anchored: %d consecutive ticks from %d, last accepted %d",
+                LEVEL_SHIFT_TICKS, obs.timestamp_ns, self.gate.last_timestamp_ns,
+            )  # fmt: skip
+        freeze = self._freeze(obs, now)
         self.state, result, _ = self.functional._step(
             self.state, float(obs.price), float(obs.target), bool(freeze)
         )
@@ -271,8 +280,16 @@ class UniversalPredictor:
     def _restore(self, payload: dict, source: str) -> None:
         if payload["n_assets"] is not None or payload["host"] is None:
             raise IntegrityError(f"{source}: a FunctionalPredictor state, not a predictor")
-        tree = self.functional.decode_snapshot(payload, source)
-        host = read_host_record(payload["host"], source, max_outliers=LEVEL_SHIFT_TICKS - 1)
+        tree = self.functional.decode_snapshot(payload, source)  # checked for sense too
+        # The gate's timestamps may not lie beyond the horizon of this predictor's clock (a
+        # replay, without a clock, bounds them by the int64 range only).
+        host = read_host_record(
+            payload["host"],
+            source,
+            max_outliers=LEVEL_SHIFT_TICKS - 1,
+            now_ns=None if self.clock is None else self.clock(),
+            horizon_ns=self.config.timestamp_horizon_ns,
+        )
         # Everything verified: only now is this predictor changed.
         self.state, self.last_result = tree["state"], tree["last_result"]
         self.gate = TickGate(self.config, **host["gate"])
@@ -281,10 +298,10 @@ class UniversalPredictor:
         self.dumps = [Path(d) for d in host["dumps"]]
         self.accepted_ticks, self.dropped_ticks = host["accepted_ticks"], host["dropped_ticks"]
 
-    def _freeze(self, obs: MarketObservation) -> bool:
+    def _freeze(self, obs: MarketObservation, now: int | None) -> bool:
         stale = False
-        if self.clock is not None:
-            latency = self.clock() - obs.timestamp_ns
+        if now is not None:
+            latency = now - obs.timestamp_ns
             was_degraded = self.gate.degraded
             stale, recovered = self.gate.staleness(latency)
             if stale and not was_degraded:
