@@ -6,6 +6,7 @@ program compiles once for both files.
 """
 
 import contextlib
+import importlib
 import io
 import json
 import subprocess
@@ -15,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import usp.cli
 from usp.api import PredictorConfig
-from usp.cli import load_config, main
+from usp.cli import INPUT_RULES, REPORT_RULE, load_config, main, read_series
 from usp.eval.report import FIGURES, MODEL_ORDER, json_clean
 
 TRAIN, TEST = PredictorConfig().wtmm_buffer_size, 32
 LAYOUT = ["--train-size", str(TRAIN), "--test-size", str(TEST), "--no-progress", "--no-cache"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The module: ``usp.eval`` re-exports its function under the same name.
+WALK_FORWARD = importlib.import_module("usp.eval.walk_forward")
 
 
 def write_csv(path: Path, values, header: str = "t,price") -> Path:
@@ -89,9 +93,9 @@ def test_usage_errors_are_one_line(capsys, argv, message):
         (
             "t,price\n0,1\n1,nan\n" + "".join(f"{i},1\n" for i in range(2, 300)),
             [],
-            "non-finite values at positions [1]",
+            "bad.csv, line 3: value nan is not finite (1 non-finite value(s) in all)",
         ),
-        ("t,price\n0,1\n1,2\n2,-0.5\n", [], "1 value(s) <= 0, first -0.5 at position 2"),
+        ("t,price\n0,1\n1,2\n2,-0.5\n", [], "line 4: value -0.5 <= 0 (1 value(s) <= 0 in all)"),
     ],
     ids=["not-a-number", "missing-column", "no-index-column", "too-short", "nan", "negative"],
 )
@@ -100,6 +104,169 @@ def test_bad_csv_is_one_line(tmp_path, capsys, text, extra, message):
     path.write_text(text)
     assert main(["backtest", str(path), *extra, "--no-cache"]) == 2
     assert message in one_error_line(capsys)
+
+
+def dates(n: int) -> list[str]:
+    return [str(day) for day in np.datetime64("2024-01-01") + np.arange(n)]
+
+
+def write_rows(path: Path, index, values, header: str = "date,close") -> Path:
+    rows = "".join(f"{i},{float(v)!r}\n" for i, v in zip(index, values, strict=True))
+    path.write_text(f"{header}\n{rows}")
+    return path
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if the command gets as far as JAX settings or the walk-forward: input
+    errors must come first, in milliseconds."""
+
+    def called(*args, **kwargs):
+        raise AssertionError("the backtest started")
+
+    monkeypatch.setattr(usp.cli, "configure_numerics", called)
+    monkeypatch.setattr(WALK_FORWARD, "walk_forward", called)
+
+
+N = TRAIN + 1 + 2 * TEST
+
+
+def damaged(position: int, value: float) -> np.ndarray:
+    values = price_path(N)
+    values[position] = value
+    return values
+
+
+@pytest.mark.parametrize(
+    ("index", "values", "message"),
+    [
+        (
+            dates(N)[:5] + dates(N)[4:-1],
+            price_path(N),
+            "index value '2024-01-05' is repeated, at lines 6, 7; each row needs its own",
+        ),
+        (
+            [*range(40), 7, *range(40, N - 1)],
+            price_path(N),
+            "index value 7 is repeated, at lines 9, 42; each row needs its own time stamp",
+        ),
+        (dates(N), damaged(TRAIN + 10, 1e300), f"line {TRAIN + 12}: 1e+300 after "),
+        (dates(N), damaged(10, 1e300), "line 12: 1e+300 after "),
+        (dates(N), damaged(TRAIN + 10, 1e-300), f"line {TRAIN + 12}: 1e-300 after "),
+        (dates(N), damaged(10, 1e-300), "line 12: 1e-300 after "),
+        (dates(N), damaged(N - 1, 2e8), f"line {N + 1}: 2e+08 after "),
+    ],
+    ids=[
+        "duplicate-dates",
+        "duplicate-steps",
+        "1e300-test-window",
+        "1e300-training-window",
+        "1e-300-test-window",
+        "1e-300-training-window",
+        "million-fold-last",
+    ],
+)
+def test_damaged_series_is_refused_before_any_work(
+    tmp_path, capsys, no_work, index, values, message
+):
+    """One error line naming the row, exit 2, no metrics (no `null`): before any JAX work."""
+    path = write_rows(tmp_path / "damaged.csv", index, values)
+    assert main(["backtest", str(path), "--report", str(tmp_path / "r"), *LAYOUT]) == 2
+    line = one_error_line(capsys)
+    assert f"{path}, {message}" in line or f"{path}: {message}" in line, line
+    assert "null" not in line and not (tmp_path / "r").exists()
+
+
+def test_steps_within_a_million_fold_pass(tmp_path, capsys):
+    """The step rule's bound itself passes; the dates' order is unchanged (no warning)."""
+    values = price_path(N)
+    values[10:] *= 0.9e6  # one step up almost a million-fold, then the same path
+    path = write_rows(tmp_path / "ok.csv", dates(N), values)
+    series = read_series(str(path), None, None, None)
+    assert np.array_equal(series.values, values) and capsys.readouterr().err == ""
+
+
+class _Stopped(Exception):
+    """Raised by the stand-in walk-forward once it has recorded what it was given."""
+
+
+@pytest.fixture
+def recorded_walk_forward(monkeypatch):
+    """walk_forward replaced: records its series and timestamps, then stops the command."""
+    seen = {}
+
+    def record(values, config, *, timestamps=None, **kwargs):
+        seen.update(values=np.asarray(values), timestamps=np.asarray(timestamps))
+        raise _Stopped
+
+    monkeypatch.setattr(WALK_FORWARD, "walk_forward", record)
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["reversed", "shuffled", "shuffled-steps"])
+def test_unsorted_index_is_sorted_with_a_warning(tmp_path, capsys, recorded_walk_forward, layout):
+    """Newest-first or shuffled rows: sorted into time order, one warning line that says how
+    many rows moved; the backtest then sees the series in time order."""
+    values = price_path(N)
+    index = dates(N) if layout != "shuffled-steps" else list(range(N))
+    perm = np.arange(N)[::-1] if layout == "reversed" else np.random.default_rng(1).permutation(N)
+    path = write_rows(tmp_path / "unsorted.csv", [index[i] for i in perm], values[perm])
+    with pytest.raises(_Stopped):
+        main(["backtest", str(path), "--report", str(tmp_path / "r"), *LAYOUT])
+    captured = capsys.readouterr()
+    moved = int(np.count_nonzero(perm != np.arange(N)))
+    assert moved == (N - N % 2 if layout == "reversed" else moved)  # the middle row stays
+    assert captured.out == ""
+    (warning,) = captured.err.strip().splitlines()
+    assert warning.startswith(f"usp: warning: {path}: index not in time order (")
+    assert warning.endswith(f"; sorted it: {moved} of {N} rows moved")
+    np.testing.assert_array_equal(recorded_walk_forward["values"], values)
+    assert list(recorded_walk_forward["timestamps"]) == index
+
+
+def test_last_takes_the_latest_rows_after_sorting(tmp_path, capsys):
+    values = price_path(50)
+    path = write_rows(tmp_path / "newest-first.csv", dates(50)[::-1], values[::-1])
+    series = read_series(str(path), None, None, 10)
+    np.testing.assert_array_equal(series.values, values[-10:])
+    assert list(series.timestamps) == dates(50)[-10:]
+    assert "50 of 50 rows moved" in capsys.readouterr().err
+
+
+def test_label_index_is_taken_in_file_order(tmp_path, capsys):
+    """An index of neither numbers nor ISO dates: today's behaviour, file order, unchecked."""
+    labels = ["b", "a", "a", "03/01/2024", "c"]
+    path = write_rows(tmp_path / "labels.csv", labels, [1.0, 2.0, 3.0, 4.0, 5.0])
+    series = read_series(str(path), None, None, None)
+    assert list(series.values) == [1.0, 2.0, 3.0, 4.0, 5.0] and list(series.timestamps) == labels
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("where", ["existing-file", "under-a-file"])
+def test_report_path_is_checked_before_any_work(tmp_path, capsys, series_csv, no_work, where):
+    taken = tmp_path / "report.html"
+    taken.write_text("not a directory")
+    report = taken if where == "existing-file" else taken / "sub" / "dir"
+    assert main(["backtest", str(series_csv), "--report", str(report), *LAYOUT]) == 2
+    expected = (
+        f"--report {report}: exists and is not a directory"
+        if where == "existing-file"
+        else f"--report {report}: cannot create it, {taken} is not a directory"
+    )
+    assert one_error_line(capsys) == f"usp: error: {expected}"
+    assert main(["demo", "--report", str(report), "--no-progress", "--no-cache"]) == 2
+    assert one_error_line(capsys) == f"usp: error: {expected}"
+    assert taken.read_text() == "not a directory"
+
+
+def test_backtest_help_documents_the_input_checks(capsys):
+    with pytest.raises(SystemExit):
+        main(["backtest", "--help"])
+    help_text = capsys.readouterr().out
+    assert INPUT_RULES in help_text and REPORT_RULE in help_text
+    rules = " ".join(INPUT_RULES.split())
+    for rule in ("is refused", "rows moved", "1e6-fold", "<= log(1e6)", "label", "overflow"):
+        assert rule in rules, rule
 
 
 @pytest.mark.parametrize(

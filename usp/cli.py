@@ -15,13 +15,16 @@ of ``PredictorConfig`` fields, as ``usp tune`` writes it. Compiled programs are 
 persistent cache (``$USP_CACHE_DIR``, default ``~/.cache/usp/jax``), so a second run of the
 same configuration starts without compiling (``--no-cache`` turns this off).
 
-Errors print one line, ``usp: error: ...``, and exit with status 2.
+Errors print one line, ``usp: error: ...``, and exit with status 2. ``backtest`` and ``tune``
+check their input before any work (``INPUT_RULES``, shown by ``usp backtest --help``): the
+``--report`` path, then the index's time order and the series' range, then the config.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,11 +37,40 @@ from usp.api._memory import apply_xla_memory_defaults
 from usp.api.runtime import configure_numerics, enable_compilation_cache
 from usp.contracts.config import PredictorConfig
 from usp.contracts.errors import USPError
-from usp.io.data import available_series, load_series, read_csv_columns
+from usp.io.data import (
+    MAX_STEP_FACTOR,
+    available_series,
+    check_price_series,
+    index_order,
+    load_series,
+    read_csv_columns,
+)
 
 DEMO_DATASET = "merton"
 """The demo's series: bundled, 2000 values of a jump-diffusion with known parameters."""
 DEFAULT_REPORT_DIR = "usp-report"
+
+_STEP = f"1e{round(np.log10(MAX_STEP_FACTOR))}"
+INPUT_RULES = f"""\
+input checks, before any work: each failure prints one `usp: error:` line
+naming the row (a CSV's line, the header being line 1), exit status 2 and no
+metrics.
+  index    the first column, the time stamps. Numbers and ISO 8601 dates and
+           times (2024-01-31, 2024-01-31 16:00, ...T16:00+01:00) are compared:
+           a repeated value is refused, naming it and its rows; rows out of
+           time order (newest first, shuffled) are sorted, and a `usp:
+           warning:` line says how many rows moved. Any other index is a
+           label column, taken in file order, unchecked. --last N takes the
+           last N rows in time order.
+  values   of the rows used: finite and > 0 (branches A-C model log-prices);
+           no one-step move beyond {_STEP}-fold, up or down:
+           |log(x[t] / x[t-1])| <= log({_STEP}). No market moves a million-fold
+           in one step, so 1e300 or 1e-300 in an ordinary series is a damaged
+           value; the rule does not depend on the series' unit. No increment
+           may overflow when squared (as UniversalPredictor.fit_history)."""
+REPORT_RULE = """\
+  --report DIR  checked first: an existing file, or a DIR whose nearest
+           existing parent is a file or not writable, is refused at once."""
 
 
 class CommandError(Exception):
@@ -68,7 +100,10 @@ class SeriesInput:
 def read_series(
     file: str | None, dataset: str | None, column: str | None, last: int | None
 ) -> SeriesInput:
-    """A CSV file or a named dataset (exactly one), optionally only its ``last`` values."""
+    """A CSV file or a named dataset (exactly one), optionally only its ``last`` values, checked
+    before any JAX work (``INPUT_RULES``): a repeated time stamp or a value the predictor cannot
+    model raises ``ValueError`` naming the row; rows out of time order are sorted, with a
+    ``usp: warning:`` line on stderr."""
     if (file is None) == (dataset is None):
         raise CommandError("give a CSV FILE or --dataset NAME (one of them)")
     if dataset is not None:
@@ -76,25 +111,62 @@ def read_series(
             raise CommandError("--column applies to a CSV FILE, not to --dataset")
         series = load_series(dataset)
         name, index, values = dataset, series.index, series.values
+        source, unit, rows = dataset, "row", np.arange(1, len(values) + 1)
     else:
         index, values = read_csv_columns(file, column)
         name = Path(file).stem
+        source, unit, rows = str(file), "line", np.arange(2, len(values) + 2)  # header: line 1
+    index, values = np.asarray(index), np.asarray(values, float)
+    order = index_order(index)
+    if order.repeated.size:
+        first, *others = rows[order.repeated].tolist()
+        raise CommandError(
+            f"{source}: index value {_shown(index[order.repeated[0]])} is repeated, at {unit}s "
+            f"{', '.join(map(str, [first, *others[:4]]))}{' ...' if len(others) > 4 else ''}; "
+            "each row needs its own time stamp"
+        )
+    if order.moved:
+        i = order.first_unsorted
+        print(
+            f"usp: warning: {source}: index not in time order ({_shown(index[i])} at {unit} "
+            f"{rows[i]} comes after {_shown(index[i - 1])}); sorted it: {order.moved} of "
+            f"{len(rows)} rows moved",
+            file=sys.stderr,
+        )
+        index, values, rows = index[order.order], values[order.order], rows[order.order]
     if last is not None:
         if last < 2:
             raise CommandError(f"--last must be at least 2, got {last}")
-        index, values = index[-last:], values[-last:]
-    values = np.asarray(values, float)
-    # Branches A-C model log-prices (the IMEX fit rejects a non-positive buffer): say so now,
-    # not after a minute of compilation. NaN/inf are left to walk_forward's own check.
-    non_positive = np.flatnonzero(values <= 0)
-    if non_positive.size:
-        first = int(non_positive[0])
-        raise CommandError(
-            f"{name}: {non_positive.size} value(s) <= 0, first {values[first]:g} at position "
-            f"{first}; the predictor's branches model log-prices and need a positive series "
-            "(shift or rescale it)"
-        )
-    return SeriesInput(name, values, np.asarray(index))
+        index, values, rows = index[-last:], values[-last:], rows[-last:]
+    # Say so now, not after a minute of compilation (walk_forward and fit_history check too).
+    check_price_series(values, source, rows, unit)
+    return SeriesInput(name, values, index)
+
+
+def _shown(value: Any) -> str:
+    """An index value as a message shows it: numbers without a trailing .0, text quoted."""
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.15g}"
+    return repr(str(value))
+
+
+def check_report_dir(path: str | Path) -> None:
+    """Refuse, before any work, a ``--report`` path the report could not be written to: an
+    existing file, or a folder whose nearest existing parent is not a writable folder."""
+    directory = Path(path)
+    if os.path.lexists(directory):
+        if not directory.is_dir():
+            raise CommandError(f"--report {path}: exists and is not a directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise CommandError(f"--report {path}: directory is not writable")
+        return
+    parent = directory.absolute().parent
+    while not os.path.lexists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"--report {path}: cannot create it, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CommandError(f"--report {path}: cannot create it, {parent} is not writable")
 
 
 def load_config(path: str | None) -> PredictorConfig:
@@ -152,13 +224,17 @@ def _walk_forward_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None) -> int:
-    """Walk-forward backtest, metrics table on stdout, report files in ``args.report``."""
+    """Walk-forward backtest, metrics table on stdout, report files in ``args.report``.
+
+    The report path, the series and the config are checked first: a bad one fails in
+    milliseconds, before anything is compiled or fitted."""
+    check_report_dir(args.report)
+    series = series or read_series(args.file, args.dataset, args.column, args.last)
+    config = load_config(args.config)
     configure_numerics()  # OPS-1 settings, before anything is traced
     from usp.eval.report import metrics_table, write_report
     from usp.eval.walk_forward import walk_forward
 
-    series = series or read_series(args.file, args.dataset, args.column, args.last)
-    config = load_config(args.config)
     _enable_cache(not args.no_cache)
     update, close = _progress_bar(f"backtest {series.name}", "step", not args.no_progress)
     try:
@@ -184,13 +260,13 @@ def backtest_command(args: argparse.Namespace, series: SeriesInput | None = None
 
 def tune_command(args: argparse.Namespace) -> int:
     """Optuna TPE search; the best config as JSON on stdout or in ``--out``."""
-    configure_numerics()  # OPS-1 settings, before anything is traced
-    from usp.eval.tune import tune
-
     series = read_series(args.file, args.dataset, args.column, args.last)
     base = load_config(args.config)
     if args.trials < 1:
         raise CommandError(f"--trials must be at least 1, got {args.trials}")
+    configure_numerics()  # OPS-1 settings, before anything is traced
+    from usp.eval.tune import tune
+
     _enable_cache(not args.no_cache)
     update, close = _progress_bar(f"tune {series.name}", "trial", not args.no_progress)
     try:
@@ -240,6 +316,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
 def demo_command(args: argparse.Namespace) -> int:
     """``usp backtest --dataset DEMO_DATASET`` with the default settings."""
+    check_report_dir(args.report)
     series = read_series(None, args.dataset or DEMO_DATASET, None, None)
     args.config, args.train_size, args.test_size, args.folds = None, None, None, None
     return backtest_command(args, series)
@@ -270,12 +347,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="usp", description="Universal Stochastic Predictor")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    backtest = sub.add_parser("backtest", help="walk-forward backtest and report")
+    backtest = sub.add_parser(
+        "backtest",
+        help="walk-forward backtest and report",
+        description="Walk-forward backtest of the predictor and its baselines: metrics table, "
+        "plots, report.md/.html, metrics.json.",
+        epilog=f"{INPUT_RULES}\n{REPORT_RULE}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_series_arguments(backtest)
-    backtest.add_argument("--report", default=DEFAULT_REPORT_DIR, metavar="DIR")
+    backtest.add_argument(
+        "--report",
+        default=DEFAULT_REPORT_DIR,
+        metavar="DIR",
+        help=f"report directory, created if absent (default: {DEFAULT_REPORT_DIR})",
+    )
     _add_run_arguments(backtest)
 
-    tune = sub.add_parser("tune", help="Optuna TPE search over the predictor's config")
+    tune = sub.add_parser(
+        "tune",
+        help="Optuna TPE search over the predictor's config",
+        epilog=INPUT_RULES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_series_arguments(tune)
     tune.add_argument("--trials", type=int, required=True, metavar="N")
     tune.add_argument("--seed", type=int, default=0, metavar="S")
