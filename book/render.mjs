@@ -59,10 +59,52 @@ function output(h, node) {
   return h(node, 'pre', { class: 'output text' }, [u('text', text)]);
 }
 
+// mystmd addresses pages site-absolutely (`/slug`, `/slug#id`), as a web server would serve them;
+// opened from disk, `/slug` is the file system's root. Every page is written as `<slug>.html` beside
+// the others (the index page as `index.html`), so a relative `slug.html#id` holds everywhere.
+function internalHref(url) {
+  const found = /^\/([^?#]*)(\?[^#]*)?(#.*)?$/.exec(url);
+  if (!found || url.startsWith('//')) return url;
+  const target = decodeURIComponent(found[1]).replace(/\/$/, '');
+  const hash = found[3] ?? '';
+  // A static file mystmd copied into the site's public folder (a download, an image).
+  if (target && fs.existsSync(path.join(siteDir, 'public', target))) return `public/${target}${hash}`;
+  const slug = !target || target === project.index ? 'index' : target;
+  return pageHref(slug) + hash;
+}
+
+// `{doc}` roles and markdown links to other files arrive as internal links (`/slug`).
+function link(h, node) {
+  const internal = node.internal || (node.url?.startsWith('/') && !node.url.startsWith('//'));
+  const href = internal ? internalHref(node.url) : node.url;
+  return h(node, 'a', { href, title: node.title || undefined }, all(h, node));
+}
+
+// `{ref}`, `{eq}`, `[](#label)`: an anchor on this page, or `page.html#anchor` on another one.
 function crossReference(h, node) {
-  const anchor = `#${node.html_id || node.identifier}`;
-  const href = node.url ? pageHref(node.url.replace(/^\//, '')) + anchor : anchor;
+  const id = node.html_id || node.identifier;
+  const anchor = id ? `#${id}` : '';
+  const href = node.url ? internalHref(node.url.replace(/#.*$/, '')) + anchor : anchor || '#';
   return h(node, 'a', { href, class: 'xref' }, all(h, node));
+}
+
+// A lab's {exercise} carries its label as the id that "Solution to Exercise N" links to; a
+// {solution} with `:class: dropdown` folds away behind its title.
+function exercise(h, node) {
+  const title = `Exercise${node.enumerator ? `\u00a0${node.enumerator}` : ''}`;
+  const heading = h(node, 'p', { class: 'admonition-title' }, [u('text', title)]);
+  return h(node, 'div', { class: 'exercise', id: node.html_id || undefined }, [heading, ...all(h, node)]);
+}
+
+function solution(h, node) {
+  const [first, ...rest] = node.children ?? [];
+  const titled = first?.type === 'admonitionTitle';
+  const title = titled ? all(h, first) : [u('text', 'Solution')];
+  const body = all(h, { ...node, children: titled ? rest : node.children ?? [] });
+  if (String(node.class ?? '').split(/\s+/).includes('dropdown')) {
+    return h(node, 'details', { class: 'solution' }, [h(node, 'summary', title), ...body]);
+  }
+  return h(node, 'div', { class: 'solution' }, [h(node, 'p', { class: 'admonition-title' }, title), ...body]);
 }
 
 // mystmd rewrites simple math such as 10^{-13} into a span of text and superscripts.
@@ -96,7 +138,7 @@ function render(mdast) {
   const pipe = unified()
     .use(mystToHast, {
       allowDangerousHtml: true,
-      handlers: { math, inlineMath, output, crossReference, span, cite, citeGroup },
+      handlers: { math, inlineMath, output, link, crossReference, exercise, solution, span, cite, citeGroup },
     })
     .use(rehypeStringify, { allowDangerousHtml: true });
   return pipe.stringify(pipe.runSync(mdast));

@@ -4,8 +4,11 @@ mystmd's HTML themes are downloaded at build time, and CI has no internet. So th
 built from a staged copy of the project whose ``myst.yml`` (1) points at a local do-nothing
 site template and (2) lists the executed notebooks (``notebooks/*.ipynb``, written by
 ``make notebooks``) in place of their ``.md`` sources, so chapters show this run's outputs.
-``book/render.mjs`` then turns mystmd's site JSON into static pages in ``_build/html``, and
-the notebook chapters' page names go to ``_build/html/chapters.txt`` for ``make book-check``.
+The API reference (``book/api/*.md``, listed under "Reference" in ``myst.yml``) is generated
+into the staged copy from the package's docstrings by ``tools/api_reference.py``; it is not
+kept in the tree. ``book/render.mjs`` then turns mystmd's site JSON into static pages in
+``_build/html``; the page names of the notebook chapters go to ``_build/html/chapters.txt`` and
+those of the reference to ``_build/html/reference.txt``, for ``make book-check``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import api_reference
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / "_build" / "book-src"
 HTML = ROOT / "_build" / "html"
+API_DIR = "book/api"
 
 
 def executed(entry: str) -> str:
@@ -59,18 +64,40 @@ def chapter_files(entries: list[dict]) -> list[str]:
     return files
 
 
-def stage() -> list[str]:
+def toc_files(entries: list[dict]) -> list[str]:
+    files = []
+    for entry in entries:
+        files += [entry["file"]] if "file" in entry else []
+        files += toc_files(entry.get("children", []))
+    return files
+
+
+def write_api_reference(toc: list[dict]) -> list[str]:
+    """Generate the reference pages into the stage; the toc must list exactly those pages."""
+    listed = [f for f in toc_files(toc) if f.startswith(API_DIR + "/")]
+    expected = api_reference.toc_files(API_DIR)
+    if sorted(listed) != sorted(expected):
+        sys.exit(f"build_book: myst.yml's {API_DIR} pages {listed} != generated {expected}")
+    for name, text in api_reference.pages().items():
+        (STAGE / API_DIR / name).parent.mkdir(parents=True, exist_ok=True)
+        (STAGE / API_DIR / name).write_text(text)
+    return expected
+
+
+def stage() -> tuple[list[str], list[str]]:
     config = yaml.safe_load((ROOT / "myst.yml").read_text())
     config["project"]["toc"] = rewrite_toc(config["project"]["toc"])
     config["site"] = {"template": "./book/offline-template"}
     shutil.rmtree(STAGE, ignore_errors=True)
     STAGE.mkdir(parents=True)
     shutil.copytree(ROOT / "book", STAGE / "book")
+    shutil.rmtree(STAGE / API_DIR, ignore_errors=True)  # a reader's local copy: regenerate
+    reference = write_api_reference(config["project"]["toc"])
     (STAGE / "notebooks").mkdir()
     for notebook in chapter_files(config["project"]["toc"]):
         shutil.copy2(ROOT / notebook, STAGE / notebook)
     (STAGE / "myst.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    return chapter_files(config["project"]["toc"])
+    return chapter_files(config["project"]["toc"]), reference
 
 
 def check_katex_versions() -> None:
@@ -87,20 +114,21 @@ def check_katex_versions() -> None:
 
 def main() -> int:
     check_katex_versions()
-    notebooks = stage()
+    notebooks, reference = stage()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     myst = Path(sys.executable).parent / "myst"
     subprocess.run([str(myst), "build", "--site", "--ci"], cwd=STAGE, env=env, check=True)
     site = STAGE / "_build" / "site"
     shutil.rmtree(HTML, ignore_errors=True)
     subprocess.run(["node", str(ROOT / "book" / "render.mjs"), str(site), str(HTML)], check=True)
-    # Page names of the notebook chapters, as mystmd slugged them, for the browser check.
+    # Page names of the chapters and reference pages, as mystmd slugged them, for the browser check.
     by_location = {}
     for page in json.loads((site / "config.json").read_text())["projects"][0]["pages"]:
         if page.get("slug"):
             content = json.loads((site / "content" / f"{page['slug']}.json").read_text())
             by_location[content["location"].lstrip("/")] = f"{page['slug']}.html"
     (HTML / "chapters.txt").write_text("\n".join(by_location[nb] for nb in notebooks) + "\n")
+    (HTML / "reference.txt").write_text("\n".join(by_location[md] for md in reference) + "\n")
     return 0
 
 
