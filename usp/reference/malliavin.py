@@ -16,32 +16,28 @@ import jax
 import jax.numpy as jnp
 
 from usp.contracts.arrays import PRNGKey, Scalar, ScalarLike
-from usp.kernels.malliavin import (
-    ScalarFunction,
-    _check_inputs,
-    _checked,
-    brownian_increments,
-    mean_and_standard_error,
-    solve_augmented_scan,
-)
+from usp.kernels import malliavin as estimator
+
+# The estimator's functions are reached through its module, not imported by name: run in the
+# notebook, this cell must not replace the chapter's own definitions above.
 
 
 @eqx.filter_jit
 def _finite_difference_delta(drift, diffusion, payoff, x0, maturity, key, n_paths, n_steps, bump):
     # The same increments drive both bumped starts: common random numbers.
-    increments = brownian_increments(key, n_paths, n_steps, maturity)
-    up = solve_augmented_scan(drift, diffusion, x0 + bump, maturity, increments).state
-    down = solve_augmented_scan(drift, diffusion, x0 - bump, maturity, increments).state
+    increments = estimator.brownian_increments(key, n_paths, n_steps, maturity)
+    up = estimator.solve_augmented_scan(drift, diffusion, x0 + bump, maturity, increments).state
+    down = estimator.solve_augmented_scan(drift, diffusion, x0 - bump, maturity, increments).state
     samples = (jax.vmap(payoff)(up) - jax.vmap(payoff)(down)) / (2.0 * bump)
-    return mean_and_standard_error(samples)
+    return estimator.mean_and_standard_error(samples)
 
 
 def finite_difference_delta(
-    drift: ScalarFunction,
-    diffusion: ScalarFunction,
+    drift: estimator.ScalarFunction,
+    diffusion: estimator.ScalarFunction,
     x0: ScalarLike,
     maturity: ScalarLike,
-    payoff: ScalarFunction,
+    payoff: estimator.ScalarFunction,
     *,
     key: PRNGKey,
     n_paths: int,
@@ -49,7 +45,7 @@ def finite_difference_delta(
     bump: ScalarLike,
 ) -> tuple[Scalar, Scalar]:
     """The peer: central difference [f(X_T^{x0+h}) − f(X_T^{x0−h})] / 2h, common random numbers."""
-    _check_inputs(diffusion, x0, maturity, n_paths, n_steps)
+    estimator._check_inputs(diffusion, x0, maturity, n_paths, n_steps)
     bump_host = float(bump)
     if not (math.isfinite(bump_host) and bump_host > 0.0):
         raise ValueError(f"bump must be a finite positive number, got {bump_host}")
@@ -57,7 +53,7 @@ def finite_difference_delta(
     result = _finite_difference_delta(
         drift, diffusion, payoff, x0, maturity, key, n_paths, n_steps, jnp.asarray(bump_host)
     )
-    return _checked(*result)
+    return estimator._checked(*result)
 
 
 __all__ = ["finite_difference_delta"]
