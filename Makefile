@@ -18,12 +18,13 @@ export PYTHONHASHSEED := 0
 # CI-sized notebooks and benchmarks; a reader sets USP_SIZE=full.
 export USP_SIZE ?= ci
 
-.PHONY: help setup demo test lint format export export-check pytest notebooks book book-check chromium bench lock clean
+.PHONY: help setup demo test lint format export export-check pytest notebooks chapter book book-check chromium bench lock clean
 
 help:
 	@echo "make demo    - set up from the lock and run the main job on bundled data"
 	@echo "make test    - set up and run every check CI runs"
 	@echo "make export  - regenerate the generated modules (usp/kernels, usp/core, ...) from notebooks/*.md"
+	@echo "make chapter CH=07 - re-export, execute and test one chapter (notebooks/07_*.md)"
 	@echo "make book    - build the offline HTML book in _build/html"
 	@echo "make bench   - run every benchmark with --quick"
 	@echo "make lock    - re-pin requirements.lock from pyproject.toml"
@@ -73,13 +74,29 @@ notebooks: $(STAMP)
 	$(BIN)/jupytext --quiet --to ipynb $(NOTEBOOKS)
 	$(BIN)/pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=900 --overwrite notebooks/*.ipynb
 
+# One chapter, CH=NN: re-export its modules (that notebook only: other chapters' generated files
+# are left alone), execute its notebook like `notebooks` does, then run the tests of its modules
+# (tests/test_<name>.py for usp_module / usp_reference_module usp.<layer>.<name>, where present).
+CH_MD = $(wildcard notebooks/$(CH)_*.md)
+CH_MODULES = $(if $(CH_MD),$(shell sed -n '2,/^---$$/s/^usp_\(reference_\)\{0,1\}module: *//p' $(CH_MD)))
+CH_TESTS = $(sort $(wildcard $(foreach m,$(CH_MODULES),tests/test_$(lastword $(subst ., ,$(m))).py)))
+
+chapter: $(STAMP)
+	@test "$(words $(CH_MD))" = 1 || { echo "make chapter CH=NN: CH='$(CH)' matches '$(CH_MD)', not one notebooks/NN_*.md"; exit 2; }
+	$(PY) tools/literate.py export --only $(CH_MD)
+	$(BIN)/jupytext --quiet --to ipynb $(CH_MD)
+	$(BIN)/pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=900 --overwrite $(CH_MD:.md=.ipynb)
+	$(if $(CH_TESTS),$(BIN)/pytest -q -p no:cacheprovider $(CH_TESTS),@echo "no tests/test_<module>.py for $(CH_MD)")
+
 # Offline HTML book from this run's executed notebooks (see tools/build_book.py).
 book: $(STAMP) $(NODE_STAMP)
 	$(PY) tools/build_book.py
 
-# A real browser opens every notebook chapter: KaTeX math, no raw $$, figures loaded.
+# A real browser opens every page of the book and follows every internal link and cross-reference
+# (the target page exists, and so does the #id); the notebook chapters must also show KaTeX math,
+# no raw $$ and loaded figures, the API reference pages their entries.
 book-check: $(NODE_STAMP) chromium
-	node book/check.mjs _build/html $$(cat _build/html/chapters.txt)
+	node book/check.mjs _build/html $$(cat _build/html/chapters.txt) --reference $$(cat _build/html/reference.txt)
 
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \

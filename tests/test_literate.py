@@ -67,6 +67,18 @@ def test_only_export_tagged_cells_in_order_with_header(tmp_path):
     assert body == "A = 1\n\n\nB = 2\n"
 
 
+def test_export_only_writes_one_notebook_and_leaves_the_rest(tmp_path):
+    """``make chapter``: one notebook's module is written; another's is neither written nor
+    deleted, even when stale."""
+    one = notebook(tmp_path, "01_one.md", cell("A = 1", "export"), module="usp.kernels.one")
+    notebook(tmp_path, "02_two.md", cell("B = 2", "export"), module="usp.kernels.two")
+    other = tmp_path / "usp" / "kernels" / "two.py"
+    other.write_text(literate.HEADER_MARK + "\nstale\n")
+    assert literate.main(["export", "--root", str(tmp_path), "--only", str(one)]) == 0
+    assert (tmp_path / "usp" / "kernels" / "one.py").read_text().endswith("A = 1\n")
+    assert other.read_text() == literate.HEADER_MARK + "\nstale\n"
+
+
 def test_target_module_maps_to_path(tmp_path):
     assert literate.module_path("usp.core.cusum", tmp_path) == tmp_path / "usp/core/cusum.py"
     for bad in ("numpy.linalg", "usp", "usp.core.2x", "usp.core.class"):

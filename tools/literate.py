@@ -128,9 +128,8 @@ def generated_files(root: Path) -> set[Path]:
     return {p for p in (root / "usp").rglob("*.py") if p.read_text().startswith(HEADER_MARK)}
 
 
-def export(notebook_dir: Path, root: Path) -> list[Path]:
-    """Write every generated module; delete generated files whose notebook is gone."""
-    modules = render_all(notebook_dir, root)
+def write_modules(modules: list[ModuleSource]) -> list[Path]:
+    """Write generated modules, refusing to overwrite a hand-written file."""
     for m in modules:
         if m.target.exists() and not m.target.read_text().startswith(HEADER_MARK):
             raise ExportError(
@@ -138,9 +137,21 @@ def export(notebook_dir: Path, root: Path) -> list[Path]:
             )
         m.target.parent.mkdir(parents=True, exist_ok=True)
         m.target.write_text(m.text)
-    for stale in generated_files(root) - {m.target for m in modules}:
-        stale.unlink()
     return [m.target for m in modules]
+
+
+def export(notebook_dir: Path, root: Path) -> list[Path]:
+    """Write every generated module; delete generated files whose notebook is gone."""
+    modules = render_all(notebook_dir, root)
+    written = write_modules(modules)
+    for stale in generated_files(root) - set(written):
+        stale.unlink()
+    return written
+
+
+def export_one(notebook: Path, root: Path) -> list[Path]:
+    """Write one notebook's modules only (``make chapter``): other chapters are left alone."""
+    return write_modules(render_notebook(notebook, root))
 
 
 def check(notebook_dir: Path, root: Path) -> list[str]:
@@ -167,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["export", "check"])
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--notebooks", type=Path, default=None)
+    parser.add_argument("--only", type=Path, default=None, help="export this notebook only")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     notebook_dir = (args.notebooks or root / "notebooks").resolve()
     try:
         if args.command == "export":
-            for path in export(notebook_dir, root):
+            only = None if args.only is None else args.only.resolve()
+            written = export(notebook_dir, root) if only is None else export_one(only, root)
+            for path in written:
                 print(f"wrote {path.relative_to(root)}")
             return 0
         problems = check(notebook_dir, root)
