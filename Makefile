@@ -65,7 +65,8 @@ export: $(STAMP)
 export-check: $(STAMP)
 	$(PY) tools/literate.py check
 
-pytest: $(STAMP)
+# The book tools' tests run node and the browser: install them first, so that they run, not skip.
+pytest: $(STAMP) $(NODE_STAMP) chromium
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 # Pair each .md with a generated .ipynb and execute it in place (nbmake --overwrite),

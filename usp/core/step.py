@@ -98,6 +98,7 @@ class PredictorState(eqx.Module):
     branch_off: BranchFlags
     """Branches switched off by the collapse check until the next refit."""
     ticks: Count
+    """Ticks stepped, saturating at the int32 maximum (a restored state never wraps negative)."""
     key: PRNGKey
 
 
@@ -242,7 +243,7 @@ def step(
         cusum=cusum_state,
         collapse_streak=jnp.where(branch_off, 0, streak),
         branch_off=branch_off,
-        ticks=state.ticks + 1,
+        ticks=jnp.minimum(state.ticks, jnp.iinfo(state.ticks.dtype).max - 1) + 1,
         key=key,
     )
     result = PredictionResult(
