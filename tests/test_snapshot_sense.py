@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import time
 from dataclasses import dataclass
 
@@ -35,10 +36,9 @@ TICK_NS = 10_000_000
 """10 ms between ticks: below the Nyquist interval, so no tick is sparse."""
 HISTORY = 600
 STEPS = 12
-CASE_SECONDS = 1.0
-"""The slowest case allowed (one load is milliseconds: a bound on hangs, not a benchmark)."""
-FUZZ_SECONDS = 120.0
-"""The whole fuzz: about 10 ms a case on the 2-core CI machine, twice that while it is busy."""
+HANG_SECONDS = 60
+"""A load still running after this long has hung (one load takes milliseconds). A guard against
+hangs, not a timing target: timings live in benchmarks/bench_snapshot.py."""
 MIN_CASES = 2000
 
 
@@ -127,14 +127,19 @@ def restore(data: bytes, tmp_path, clock=None, functional=None) -> UniversalPred
     return UniversalPredictor.from_snapshot(path, functional=functional, clock=clock)
 
 
+def _hung(signum, frame):
+    raise TimeoutError(f"a load ran for more than {HANG_SECONDS} s: it hangs")
+
+
 class Fuzz:
-    """Runs cases: each must raise ``IntegrityError`` naming its field, within the time bound."""
+    """Runs cases: each must raise ``IntegrityError`` naming its field, and none may hang."""
 
     def __init__(self):
-        self.cases, self.slowest, self.started = 0, 0.0, time.perf_counter()
+        self.cases, self.started = 0, time.perf_counter()
 
     def refused(self, load, data: bytes, field: str, name: str) -> None:
-        start = time.perf_counter()
+        previous = signal.signal(signal.SIGALRM, _hung)
+        signal.alarm(HANG_SECONDS)
         try:
             load(data)
         except IntegrityError as error:
@@ -142,7 +147,8 @@ class Fuzz:
         else:
             raise AssertionError(f"{name}: loaded silently")
         finally:
-            self.slowest = max(self.slowest, time.perf_counter() - start)
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
         self.cases += 1
 
 
@@ -382,8 +388,6 @@ def test_resealed_nonsense_is_refused_by_name(fitted, tmp_path):
     elapsed = time.perf_counter() - fuzz.started
     print(f"{fuzz.cases} cases ({state_level} leaf-level), {elapsed:.1f} s")
     assert fuzz.cases >= MIN_CASES, fuzz.cases
-    assert fuzz.slowest < CASE_SECONDS, fuzz.slowest
-    assert elapsed < FUZZ_SECONDS, elapsed
 
 
 def test_timestamps_are_bounded_by_the_restoring_clock_only(fitted, tmp_path):
