@@ -156,6 +156,16 @@ def test_the_predictor_refuses_a_bad_branch_sequence():
     with pytest.raises(TypeError, match="AbstractBranch"):
         Predictor.from_config(CONFIG, branches=(object(),))
 
+    @final
+    class Misspelt(AbstractBranch):  # a role nobody reads
+        name: ClassVar[str] = "X"
+        label: ClassVar[str] = "X"
+        roles: ClassVar[frozenset[str]] = frozenset({"emergency-fallback"})
+        init, fit, predict = LocalLevelBranch.init, LocalLevelBranch.fit, LocalLevelBranch.predict
+
+    with pytest.raises(ValueError, match="unknown roles"):
+        Predictor.from_config(CONFIG, branches=(Misspelt(),))
+
 
 BRANCH_FIELDS = {"levy", "dgm", "imex", "signature"}
 CONCRETE = {"LevyBranch", "DGMBranch", "IMEXBranch", "SignatureBranch"}

@@ -36,7 +36,7 @@ from usp.contracts.arrays import (
     Signal,
     Weights,
 )
-from usp.contracts.branch import COLLAPSE_CHECK, EMERGENCY_FALLBACK, AbstractBranch
+from usp.contracts.branch import COLLAPSE_CHECK, EMERGENCY_FALLBACK, ROLES, AbstractBranch
 from usp.contracts.config import PredictorConfig
 from usp.contracts.types import PredictionResult
 from usp.core.cusum import CusumDetector, CusumState
@@ -117,6 +117,8 @@ class Predictor(eqx.Module):
         for branch in self.branches:
             if not isinstance(branch, AbstractBranch):
                 raise TypeError(f"{branch!r} does not implement AbstractBranch")
+            if unknown := set(branch.roles) - ROLES:  # a misspelt role would silently do nothing
+                raise ValueError(f"branch {branch.name}: unknown roles {sorted(unknown)}")
         names = self.branch_names
         if len(set(names)) != len(names):
             raise ValueError(f"branch names must be unique, got {names}")
