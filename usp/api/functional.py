@@ -28,7 +28,6 @@ from usp.contracts.types import MarketObservation, PredictionResult
 from usp.core.step import Predictor, PredictorState, init_state, refit, run, step
 from usp.io import sense
 from usp.io import snapshot as snap
-from usp.kernels.dgm import DGMBranch
 
 
 def _guarded_step(
@@ -108,7 +107,6 @@ class FunctionalPredictor:
         default branches and equal configs share one compiled program."""
         self.config = config or PredictorConfig()
         self.learn_tau = learn_tau
-        self.custom_branches = branches is not None
         compiled = (
             _compiled(self.config, learn_tau)
             if branches is None
@@ -123,7 +121,7 @@ class FunctionalPredictor:
         # program without tracing it again, when enable_compilation_cache has been called.
         # Every single-asset tick (step, UniversalPredictor.step) goes through _step. Only the
         # default branches are exported: a user's branch is code that usp's digest cannot see.
-        directory = None if self.custom_branches else programs.program_directory()
+        directory = None if branches is not None else programs.program_directory()
         self._exported = None if directory is None else programs.load_step(self, directory)
         self._step = self._traced_step if self._exported is None else self._exported
 
@@ -290,15 +288,15 @@ class FunctionalPredictor:
         # Non-finite by design, and nowhere else (found by listing the non-finite leaves of cold,
         # fitted and long-run states and results): a branch's scale that is not finite is
         # reported as NaN (usp.core.step._branch_forecasts); H_DGM is NaN when no branch
-        # declares the collapse check or all that do are switched off (_reported_entropy); a
-        # DGM branch's training loss is +inf until its first training round (DGMBranch.init).
+        # declares the collapse check or all that do are switched off (_reported_entropy); and
+        # each branch declares its own (AbstractBranch.non_finite_params).
         non_finite = {
             f"{result}.branch_scales": frozenset({"nan"}),
             f"{result}.dgm_entropy": frozenset({"nan"}),
         }
         for i, branch in enumerate(self.model.branches):
-            if isinstance(branch, DGMBranch):
-                non_finite[f"{state}.params[{i}].training_loss"] = frozenset({"inf"})
+            for leaf, allowed in branch.non_finite_params.items():
+                non_finite[f"{state}.params[{i}]{leaf}"] = allowed
         return sense.SenseRules(
             non_finite=non_finite,
             at_most={

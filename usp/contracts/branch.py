@@ -56,6 +56,10 @@ class AbstractBranch(eqx.Module, Generic[Params]):
     name: eqx.AbstractClassVar[str]
     label: eqx.AbstractClassVar[str]
     roles: ClassVar[frozenset[str]] = frozenset()
+    non_finite_params: ClassVar[dict[str, frozenset[str]]] = {}
+    """Parameter leaves that hold a non-finite value by design, by path below the params (e.g.
+    ``".training_loss"``) -> the allowed values (``"nan"``, ``"inf"``, ``"-inf"``). Every other
+    leaf of a restored state must be finite (``usp.io.sense``)."""
 
     @abc.abstractmethod
     def init(self, *, key: PRNGKey) -> Params:

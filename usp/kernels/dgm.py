@@ -354,6 +354,8 @@ class DGMBranch(AbstractBranch[DGMParams]):
     name: ClassVar[str] = "B"
     label: ClassVar[str] = "B DGM"
     roles: ClassVar[frozenset[str]] = frozenset({COLLAPSE_CHECK})
+    non_finite_params: ClassVar[dict[str, frozenset[str]]] = {".training_loss": frozenset({"inf"})}
+    """The loss is +inf until the first training round (``init``)."""
     entropy_gamma: float = eqx.field(static=True, default=0.5)
     width: int = eqx.field(static=True, default=32)
     depth: int = eqx.field(static=True, default=3)
