@@ -317,7 +317,6 @@ def best_expert(
     outcomes: np.ndarray,
     *,
     scale: np.ndarray | float | None = None,
-    gradient: bool = True,
 ) -> Aggregation:
     """Hindsight: the single expert with the least total loss Σ_t ℓ_t(x_{k,t}), every step."""
     x, y, s = _checked(forecasts, outcomes, scale)
@@ -391,7 +390,6 @@ def best_convex(
     outcomes: np.ndarray,
     *,
     scale: np.ndarray | float | None = None,
-    gradient: bool = True,
 ) -> Aggregation:
     """Hindsight: the best fixed convex combination (:func:`convex_weights`), every step. Its
     total loss is at most the best expert's (every vertex is a candidate)."""
