@@ -18,6 +18,11 @@ Figures (float64, default ``PredictorConfig``, on whatever CPU/GPU JAX picks):
   ``step_batch`` on 1024 assets.
 - ``fit_history_5000_s``: ``UniversalPredictor(clock=None).fit_history`` on 5000 values in a
   fresh process, so every compilation is included.
+- ``refit_s``: median wall time of one warm ``refit`` of one asset (every branch's fit; the slow
+  path the refit policy runs off the tick), its ratio to ``step_p50_ms``, and
+  ``refit_amortised_ms_per_tick`` = ``refit_s`` / ``refit_every``: the schedule's cost spread
+  over its ticks. The per-tick timings above use ``auto_refit=False``, so they time the tick
+  path alone.
 - ``flops_per_asset_step``: XLA's cost analysis of the step vmapped over 1024 assets, / 1024.
   ``peak_flops`` is the *practical* peak: the achieved FLOP/s of a 2048x2048 float64 ``jnp.dot``
   in the same run (all cores the JAX CPU backend uses). ``peak_fraction`` = flops_per_asset_step
@@ -199,7 +204,8 @@ def main() -> None:
 
     # --- one warm asset --------------------------------------------------------------------
     history = random_walk(rng, 100.0, HISTORY_LENGTH)
-    universal = UniversalPredictor(config, clock=None)
+    # The tick path alone: refits (the slow path) are timed on their own below.
+    universal = UniversalPredictor(config, clock=None, auto_refit=False)
     start = time.perf_counter()
     universal.fit_history(history)
     fit_history_300_s = time.perf_counter() - start
@@ -228,7 +234,11 @@ def main() -> None:
 
     universal_times = per_call_seconds(universal_tick, n_ticks)
 
-    sections.done("single asset (fit_history on 300 values + per-tick timings)")
+    refit_s = median_seconds(
+        lambda: jax.block_until_ready(fp.refit(fitted)), 3 if args.quick else 7
+    )
+
+    sections.done("single asset (fit_history on 300 values, per-tick timings, refit)")
 
     # --- many assets -----------------------------------------------------------------------
     throughput = {}
@@ -319,6 +329,9 @@ def main() -> None:
         "peak_fraction": flops_per_asset_step * throughput[1024] / peak,
         "fit_history_300_s": fit_history_300_s,
         "fit_history_5000_s": fit_5000,
+        "refit_s": refit_s,
+        "refit_over_step_p50": refit_s * 1e3 / step_p50,
+        "refit_amortised_ms_per_tick": refit_s * 1e3 / config.refit_every,
         "load_avg_1min_start": load_start,
         "load_avg_1min_end": os.getloadavg()[0],
         "bench_wall_s": sections.total(),

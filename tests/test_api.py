@@ -45,7 +45,7 @@ def test_config_defaults_are_the_specs():
         assert getattr(config, name) == value, name
     assert config.kurtosis_window == 252
     # Deliberate departure, calibrated on the WTMM estimator at N = 128 (see the docstring).
-    assert config.holder_threshold == 0.05
+    assert config.holder_threshold == 0.15
 
 
 def test_config_is_frozen_and_hashable():
@@ -136,6 +136,8 @@ def _result(batch=(), **flags):
         mode_collapse_warning=b("mode_collapse_warning"),
         robust_mode=b("robust_mode"),
         kurtosis_alert=b("kurtosis_alert"),
+        branch_in_domain=jnp.ones((*batch, 4), bool),
+        refit_due=jnp.zeros(batch, jnp.int32),
     )
 
 

@@ -290,7 +290,7 @@ def _body(data: bytes) -> bytes:
         (lambda d: b"PK\x03\x04" + d[4:], "not a usp snapshot"),
         (lambda d: _reseal(_body(d), version=FUTURE), f"schema_version {FUTURE}"),
         # Schema 2 (one named field per branch) before branches as data: both versions named.
-        (lambda d: _reseal(_body(d), version=2), "schema_version 2, but this usp reads version 3"),
+        (lambda d: _reseal(_body(d), version=3), "schema_version 3, but this usp reads version 4"),
         (lambda d: d[:12] + struct.pack("<Q", 2**63) + d[20:], "declares"),
     ],
 )

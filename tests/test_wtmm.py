@@ -1,6 +1,7 @@
 """usp.kernels.wtmm: the gaus1 CWT against PyWavelets, maxima and linking against dense
 oracles, accuracy on fractional Brownian motion (beside DFA-1) and on a binomial cascade,
-bad input, vmap, jit and the absence of gradients (SIA-1, SIA-2, SIA-4).
+bad input, vmap, jit and the absence of gradients (SIA-1, SIA-2, SIA-4), and the circuit
+breaker: rare on calm series, quick on a 20σ jump (issue #18).
 
 Tolerances on fBm come from the full-size run of `notebooks/01_wtmm.md` (400 paths per cell,
 table in its Verification section): a test passes when the mean of its 24 paths lies within the
@@ -19,11 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usp.api import PredictorConfig
+from usp.io.data import load_series
 from usp.kernels.wtmm import (
+    BREAKER_JUMP_SIGMA,
+    BREAKER_RECENT,
     CWT,
+    MEAN_ABS_SIGMA,
+    BreakerReading,
     MaximaLines,
     WindowedCWT,
     WTMMEstimator,
+    circuit_breaker,
     dyadic_scales,
     estimator_for,
     gaus1_integrated,
@@ -33,6 +40,7 @@ from usp.kernels.wtmm import (
     modulus_maxima,
     nearest_marked,
     partition_function,
+    recent_jump,
 )
 
 SCALES = dyadic_scales()
@@ -448,3 +456,165 @@ def test_misuse_fails_loudly():
         EST_128.spectrum(jnp.zeros(100))
     with pytest.raises(ValueError, match="usable scales"):
         WTMMEstimator.build(8)  # only the scale 2 fits in a quarter of 8 samples
+
+
+# -- the circuit breaker on calm data (issue #18) -----------------------------------------------
+
+BREAKER_CONFIG = PredictorConfig()
+BREAKER_EST = estimator_for(BREAKER_CONFIG, BREAKER_CONFIG.wtmm_buffer_size)
+N_BUF = BREAKER_CONFIG.wtmm_buffer_size
+breaker_jit = eqx.filter_jit(circuit_breaker)
+breaker_gated = eqx.filter_jit(
+    lambda est, b, n, threshold, gate: circuit_breaker(est, b, n, threshold, jump_sigma=gate)
+)
+breaker_batch = eqx.filter_jit(jax.vmap(circuit_breaker, in_axes=(None, 0, None, None)))
+
+
+def breaker_readings(buffers: np.ndarray, chunk: int = 2048) -> BreakerReading:
+    """The breaker, at the config's threshold, on a stack of full buffers (any leading shape)."""
+    flat = jnp.asarray(buffers.reshape(-1, N_BUF))
+    threshold = BREAKER_CONFIG.holder_threshold
+    parts = [
+        breaker_batch(BREAKER_EST, flat[i : i + chunk], N_BUF, threshold)
+        for i in range(0, len(flat), chunk)
+    ]
+    joined = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    return jax.tree.map(lambda x: x.reshape(buffers.shape[:-1]), joined)
+
+
+def sliding(values: np.ndarray) -> np.ndarray:
+    """Every full buffer of a series (the buffer of each tick t >= N - 1), oldest first."""
+    return values[np.arange(values.size - N_BUF + 1)[:, None] + np.arange(N_BUF)]
+
+
+def with_jump(paths: np.ndarray, rng: np.random.Generator, size: float = 20.0) -> np.ndarray:
+    """Paths of N - 1 + k samples get a level jump of ``size`` standard deviations of the
+    increments before it at sample N - 1; returns the buffers of the k ticks from the one
+    where the jump enters as the newest sample, shape (trial, k, N)."""
+    sigma = np.diff(paths[:, : N_BUF - 1], axis=1).std(axis=1)
+    sign = np.where(rng.random(len(paths)) < 0.5, -1.0, 1.0)
+    jumped = paths + (np.arange(paths.shape[1]) >= N_BUF - 1) * (size * sigma * sign)[:, None]
+    ticks = paths.shape[1] - N_BUF + 1
+    return jumped[:, np.arange(ticks)[:, None] + np.arange(N_BUF)]
+
+
+@pytest.mark.parametrize("name", ["ou", "fbm_h05"])
+def test_breaker_rarely_trips_on_calm_bundled_series(name):
+    reading = breaker_readings(sliding(load_series(name).values))
+    assert bool(np.all(reading.valid))
+    assert reading.trips.mean() <= 0.02, reading.trips.mean()
+
+
+def test_breaker_ignores_roughness_without_a_jump():
+    """A fast Ornstein-Uhlenbeck series reads a low H_t everywhere (the old rule, H_t < 0.05
+    alone, trips on a fifth of its ticks); a random walk is the old rule's own yardstick."""
+    rng = np.random.default_rng(5)
+    decay, fast = np.exp(-0.5), np.zeros(2000)
+    for i, eps in enumerate(rng.standard_normal(1999), start=1):
+        fast[i] = decay * fast[i - 1] + eps
+    fast_reading = breaker_readings(sliding(fast))
+    assert np.mean(fast_reading.valid & (fast_reading.holder < 0.05)) > 0.1
+    assert fast_reading.trips.mean() <= 0.01, fast_reading.trips.mean()
+    walk_reading = breaker_readings(sliding(np.cumsum(rng.standard_normal(2000))))
+    assert walk_reading.trips.mean() <= 0.01, walk_reading.trips.mean()
+
+
+def test_breaker_catches_a_20_sigma_jump_within_four_ticks():
+    """1000 trials per background: random stretches of the bundled OU and fBm H = 0.5 series
+    and Gaussian random walks, a 20σ level jump (σ: std of the increments before it, random
+    sign) entering as the newest sample; the breaker must trip on one of the 4 ticks from there."""
+    rng = np.random.default_rng(18)
+    n_trials, ticks = 1000, 4
+    length = N_BUF - 1 + ticks
+    backgrounds = {"random walk": rng.standard_normal((n_trials, length)).cumsum(axis=1)}
+    for name in ("ou", "fbm_h05"):
+        values = load_series(name).values
+        start = rng.integers(0, values.size - length + 1, n_trials)
+        backgrounds[name] = values[start[:, None] + np.arange(length)]
+    for name, paths in backgrounds.items():
+        reading = breaker_readings(with_jump(paths, rng))
+        caught = reading.trips.any(axis=1).mean()
+        assert caught >= 0.99, (name, caught)
+        assert np.all(reading.jump > BREAKER_JUMP_SIGMA), name  # the gate is open on all 4
+
+
+def test_breaker_needs_a_low_exponent_and_a_recent_jump():
+    rng = np.random.default_rng(8)
+    path = rng.standard_normal(N_BUF + 60).cumsum()
+    path[N_BUF:] += 20.0 * np.diff(path[:N_BUF]).std()
+    fresh = jnp.asarray(path[4 : 4 + N_BUF])  # tick 3: the jump is the 4th newest increment
+
+    def read(buffer, n_valid=N_BUF, threshold=0.15, gate=BREAKER_JUMP_SIGMA):
+        reading = breaker_gated(BREAKER_EST, buffer, *map(jnp.asarray, (n_valid, threshold, gate)))
+        return jax.tree.map(np.asarray, reading)
+
+    reading = read(fresh)
+    assert reading.trips and reading.holder < 0.0 and reading.jump > 15
+    assert not read(fresh, threshold=-10.0).trips  # H_t is not below the threshold
+    assert not read(fresh, gate=30.0).trips  # the jump is not above the gate
+    assert bool(breaker_jit(BREAKER_CONFIG, fresh).trips)  # the config's own threshold
+    # At tick BREAKER_RECENT + 7 the jump has left the gate's window of newest increments.
+    old = jnp.asarray(path[BREAKER_RECENT + 8 : BREAKER_RECENT + 8 + N_BUF])
+    assert read(old).jump < BREAKER_JUMP_SIGMA and not read(old).trips
+    for buffer, n_valid in (
+        (fresh.at[60].set(jnp.nan), N_BUF),  # non-finite: invalid, never trips
+        (jnp.full(N_BUF, 3.0), N_BUF),  # constant
+        (fresh, 31),  # fewer than holder_min_samples
+    ):
+        reading = read(buffer, n_valid)
+        assert not reading.valid and not reading.trips
+
+
+def test_recent_jump_is_the_newest_increments_over_the_others_sigma():
+    def path(steps):
+        return jnp.asarray(np.concatenate([[0.0], np.cumsum(steps)]))
+
+    steps = np.where(np.arange(N_BUF - 1) % 2 == 0, 1.0, -1.0)  # |increment| = 1 everywhere
+    steps[-1] = 10.0
+    # The jump is left out of its own yardstick: the other 126 increments have mean |.| 1.
+    np.testing.assert_allclose(float(recent_jump(path(steps))), 10.0 / MEAN_ABS_SIGMA, rtol=1e-12)
+    # The window is the ``recent`` newest increments, no more; outside it the jump is an "other".
+    moved = np.roll(steps, -BREAKER_RECENT)
+    others = (np.abs(moved).sum() - 1.0) / (N_BUF - 2)
+    np.testing.assert_allclose(float(recent_jump(path(moved))), 1.0 / (MEAN_ABS_SIGMA * others))
+    wider = recent_jump(path(moved), recent=BREAKER_RECENT + 1)
+    np.testing.assert_allclose(float(wider), 10.0 / MEAN_ABS_SIGMA, rtol=1e-12)
+    # Only the valid tail counts: a garbage head moves nothing.
+    head = path(steps).at[:60].set(1e6).at[:40].set(jnp.nan)
+    np.testing.assert_allclose(float(recent_jump(head, N_BUF - 60)), 10.0 / MEAN_ABS_SIGMA)
+    # A move out of a frozen price is a jump; no move at all is none.
+    frozen = np.zeros(N_BUF - 1)
+    frozen[-1] = 0.01
+    assert float(recent_jump(path(frozen))) > 1e15
+    assert float(recent_jump(jnp.full(N_BUF, 5.0))) == 0.0
+    assert float(recent_jump(path(steps).at[50].set(jnp.inf))) == 0.0  # non-finite: reads 0
+    with pytest.raises(ValueError, match="recent"):
+        recent_jump(path(steps), recent=N_BUF)
+
+
+def test_breaker_is_jit_and_vmap_able_with_traced_settings():
+    rng = np.random.default_rng(9)
+    batch = jnp.asarray(rng.standard_normal((6, N_BUF)).cumsum(axis=1))
+    batch = batch.at[2, -3:].add(30.0)
+    n_valid = jnp.asarray([128, 128, 128, 100, 40, 20])
+    threshold, gate = jnp.asarray(0.15), jnp.asarray(8.0)
+    mapped = eqx.filter_jit(
+        jax.vmap(
+            lambda b, n, t, g: circuit_breaker(BREAKER_EST, b, n, t, jump_sigma=g),
+            in_axes=(0, 0, None, None),
+        )
+    )(batch, n_valid, threshold, gate)
+    assert isinstance(mapped, BreakerReading)
+    for i in range(batch.shape[0]):
+        one = breaker_jit(BREAKER_EST, batch[i], n_valid[i], threshold, jump_sigma=gate)
+        h, valid = holder_jit(BREAKER_EST, batch[i], n_valid[i])
+        assert float(one.holder) == float(h) and bool(one.valid) == bool(valid)
+        for field in BreakerReading._fields:
+            np.testing.assert_allclose(
+                np.asarray(getattr(mapped, field)[i]), np.asarray(getattr(one, field)), atol=1e-12
+            )
+    assert bool(mapped.trips[2]) and not bool(mapped.trips[0]) and not bool(mapped.valid[5])
+    jaxpr = str(jax.make_jaxpr(lambda b, n: circuit_breaker(BREAKER_EST, b, n, 0.15))(WALK, FULL))
+    assert "callback" not in jaxpr
+    gradient = jax.jit(jax.grad(lambda b: circuit_breaker(BREAKER_EST, b, None, 0.15).jump))(WALK)
+    np.testing.assert_array_equal(np.asarray(gradient), 0.0)

@@ -9,6 +9,7 @@ encoding of states (the format itself is ``usp.io.snapshot``).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -18,16 +19,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from usp.api import programs
 from usp.contracts.branch import AbstractBranch
 from usp.contracts.config import PredictorConfig
 from usp.contracts.errors import DomainError, IntegrityError
 from usp.contracts.types import MarketObservation, PredictionResult
-from usp.core.step import Predictor, PredictorState, init_state, refit, run, step
+from usp.core.step import (
+    Predictor,
+    PredictorState,
+    init_state,
+    postpone_refit,
+    refit,
+    run,
+    step,
+)
 from usp.io import sense
 from usp.io import snapshot as snap
+
+logger = logging.getLogger("usp")
 
 
 def _guarded_step(
@@ -42,6 +53,16 @@ def _guarded_step(
     )
     kept = jax.tree.map(lambda new, old: jnp.where(accepted, new, old), new_state, state)
     return kept, result, accepted
+
+
+def _asset(i: int, leaves: Array) -> Array:
+    """Asset ``i`` of a batched leaf."""
+    return leaves[i]
+
+
+def _with_asset(i: int, leaves: Array, leaf: Array) -> Array:
+    """A batched leaf with asset ``i`` replaced by ``leaf``."""
+    return leaves.at[i].set(leaf)
 
 
 ASSET_BLOCK = 64
@@ -188,6 +209,28 @@ class FunctionalPredictor:
     def refit(self, state: PredictorState) -> PredictorState:
         """Slow path: every branch re-estimated on the state's buffer (one asset)."""
         return refit(self.model, state)
+
+    def postpone_refit(self, state: PredictorState) -> PredictorState:
+        """A due refit that cannot run: parameters kept, the policy's clock restarted."""
+        return postpone_refit(state)
+
+    def refit_assets(
+        self, states: PredictorState, refit_due: Int[Array, " assets"] | np.ndarray
+    ) -> tuple[PredictorState, int]:
+        """The refit policy for a batch (slow path): every asset whose verdict
+        (``results.refit_due``) is not 0 is refitted; one whose buffer a branch cannot fit is
+        postponed (logged). Returns the states and how many were refitted."""
+        refitted = 0
+        for i in np.flatnonzero(np.asarray(refit_due)).tolist():
+            one = jax.tree.map(partial(_asset, i), states)
+            try:
+                one = refit(self.model, one)
+                refitted += 1
+            except ValueError as error:  # DomainError included
+                logger.warning("asset %d: refit postponed: %s", i, error)
+                one = postpone_refit(one)
+            states = jax.tree.map(partial(_with_asset, i), states, one)
+        return states, refitted
 
     def run(
         self, state: PredictorState, prices: np.ndarray, targets: np.ndarray | None = None

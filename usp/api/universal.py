@@ -31,7 +31,7 @@ from usp.contracts.errors import (
     NormalOperationRestoredEvent,
     StalenessWarning,
 )
-from usp.contracts.types import MarketObservation, PredictionResult
+from usp.contracts.types import MarketObservation, PredictionResult, refit_reasons
 from usp.io import snapshot as snap
 from usp.io.host_record import GATE_FIELDS, read_host_record
 
@@ -59,6 +59,13 @@ class UniversalPredictor:
     ``checkpoint_keep`` files; a checkpoint that falls due while the previous one is still being
     written is skipped (counted in ``checkpoints_skipped``), so a slow disk never queues up
     copies of the state. ``graceful_shutdown()`` waits for pending writes.
+
+    The predictor keeps itself fitted: when a tick's ``refit_due`` is set (the refit policy of
+    ``usp.core.refit``: every ``refit_every`` ticks, after a regime alarm's grace period, or when
+    a branch leaves its fitted domain), ``step`` refits the branches on the buffer after the
+    tick is committed. That tick's call is slower (a refit costs tenths of a second); counts and
+    time are in ``refits`` and ``refit_seconds``. ``auto_refit=False`` leaves refits to the
+    caller (``refit()``).
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class UniversalPredictor:
         checkpoint_every: int | None = None,
         checkpoint_dir: str | Path | None = None,
         checkpoint_keep: int = 2,
+        auto_refit: bool = True,
     ):
         """``functional`` shares an existing compiled predictor (and its config) instead of
         building one: many single-asset wrappers, one compile. ``learn_tau`` defaults to True;
@@ -103,6 +111,9 @@ class UniversalPredictor:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoint_keep = checkpoint_keep
         self.checkpoints_skipped = 0
+        self.auto_refit = auto_refit
+        self.refits = 0
+        self.refit_seconds = 0.0
         self.accepted_ticks = 0
         self.dropped_ticks = 0
         self._writer: snap.SnapshotWriter | None = None
@@ -166,7 +177,23 @@ class UniversalPredictor:
         return stable
 
     def refit(self) -> None:
+        """Refit every branch on the buffer now (the slow path; needs a full buffer)."""
+        started = time.perf_counter()
         self.state = self.functional.refit(self.state)
+        self.refits += 1
+        self.refit_seconds += time.perf_counter() - started
+
+    def _policy_refit(self, verdict: int) -> None:
+        """The refit the policy asked for; a buffer a branch cannot fit postpones it (logged),
+        and the tick it follows stays committed."""
+        reasons = ", ".join(refit_reasons(verdict))
+        try:
+            self.refit()
+        except ValueError as error:  # DomainError included
+            logger.warning("refit (%s) postponed: %s", reasons, error)
+            self.state = self.functional.postpone_refit(self.state)
+            return
+        logger.info("refitted (%s) after %d accepted ticks", reasons, self.accepted_ticks)
 
     def step(self, obs: MarketObservation) -> PredictionResult:
         """One tick; a dropped tick returns the last valid result and changes nothing."""
@@ -198,6 +225,8 @@ class UniversalPredictor:
         self.gate.accept(float(obs.price), obs.timestamp_ns)
         self.last_result = result
         self.accepted_ticks += 1
+        if self.auto_refit and int(result.refit_due):
+            self._policy_refit(int(result.refit_due))
         self._raise_flags(result, obs.timestamp_ns)
         if self.checkpoint_every and self.accepted_ticks % self.checkpoint_every == 0:
             self._checkpoint()

@@ -18,11 +18,21 @@ from .errors import (
     USPError,
     USPWarning,
 )
-from .types import MarketObservation, PredictionResult
+from .types import (
+    REFIT_ALARM,
+    REFIT_DOMAIN,
+    REFIT_SCHEDULE,
+    MarketObservation,
+    PredictionResult,
+    refit_reasons,
+)
 
 __all__ = [
     "COLLAPSE_CHECK",
     "EMERGENCY_FALLBACK",
+    "REFIT_ALARM",
+    "REFIT_DOMAIN",
+    "REFIT_SCHEDULE",
     "SCHEMA_VERSION",
     "AbstractBranch",
     "DomainError",
@@ -38,4 +48,5 @@ __all__ = [
     "StalenessWarning",
     "USPError",
     "USPWarning",
+    "refit_reasons",
 ]

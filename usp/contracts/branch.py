@@ -43,10 +43,16 @@ ROLES = frozenset({EMERGENCY_FALLBACK, COLLAPSE_CHECK})
 class Forecast(NamedTuple):
     """One-step-ahead predictive mean of the next value and its scale (a standard deviation or
     a robust equivalent for heavy tails). The step blends the means and reports each branch's
-    scale beside its mean (``PredictionResult.branch_scales``)."""
+    scale beside its mean (``PredictionResult.branch_scales``).
+
+    ``in_domain`` is the branch's own statement that the forecast lies in the domain it was
+    fitted on (e.g. the price range of its last fit). A forecast outside it gets no weight in
+    the blend and makes a refit due (the predictor's refit policy); a branch whose mathematics
+    holds everywhere leaves the default."""
 
     mean: Scalar
     scale: Scalar
+    in_domain: Flag | bool = True
 
 
 class AbstractBranch(eqx.Module, Generic[Params]):

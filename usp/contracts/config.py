@@ -32,12 +32,13 @@ class PredictorConfig:
     """Length N of the signal buffer shared by WTMM and the branches."""
     besov_cone_c: float = 1.5
     """Cone of influence |x - x0| <= C·a when linking maxima across scales."""
-    holder_threshold: float = 0.05
-    """Circuit breaker: H_t below this switches to emergency mode. The spec's 0.4 assumes a
-    precise estimate; on a 128-value buffer the WTMM estimate of a Gaussian random walk has
-    median 0.39 and 1% quantile 0.085, so 0.4 would trip on half of all ticks. 0.05 trips on
-    about 1% of them and still fires on a 20σ jump within four ticks (see the predictor
-    chapter)."""
+    holder_threshold: float = 0.15
+    """Circuit breaker (``usp.kernels.wtmm.circuit_breaker``): emergency mode when H_t is below
+    this *and* one of the 16 newest increments exceeds 8 standard deviations of the buffer's
+    other increments. The spec's 0.4 on H_t alone assumes a precise estimate; on a 128-value
+    buffer H_t alone trips on calm data (0.05: 1% of the ticks of data/ou.csv, a fifth of those
+    of a fast mean-reverting series). With the jump gate calm series trip on none of their ticks,
+    and 0.15 catches a 20σ jump within four ticks in 99.9% of trials (see the WTMM chapter)."""
     cusum_h: float = 5.0
     cusum_k: float = 0.5
     grace_period_steps: int = 20
@@ -72,6 +73,14 @@ class PredictorConfig:
     levy_mc_samples: int = 4096
     """Monte-Carlo draws of branch A per prediction."""
     sinkhorn_max_iterations: int = 200
+    refit_every: int = 128
+    """The refit policy's schedule: the branches are refitted on the buffer every this many
+    ticks (0: never on a schedule). A buffer's worth keeps every fit on data the previous fit
+    did not see; the refit chapter measures the choice."""
+    refit_error_ratio: float = 3.0
+    """The refit policy's error rule: a refit is due when a branch holding more than 5% of the
+    weight has a recent RMS error (EWMA, ``volatility_alpha``) above this many times the
+    blend's σ_t: it has left the data it was fitted on."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,6 +129,8 @@ _RULES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "kurtosis_alert_steps": (int, 1, None, True, False),
     "levy_mc_samples": (int, 64, 1 << 22, True, True),
     "sinkhorn_max_iterations": (int, 1, None, True, False),
+    "refit_every": (int, 0, None, True, False),
+    "refit_error_ratio": (float, 1.0, None, False, False),
     "seed": (int, 0, (1 << 32) - 1, True, True),
 }
 

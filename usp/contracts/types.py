@@ -8,7 +8,7 @@ from typing import Literal, no_type_check
 
 import equinox as eqx
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
 Mode = Literal["Standard", "Robust", "Emergency"]
 
@@ -50,6 +50,21 @@ class MarketObservation:
         return math.isfinite(price) and abs(price - center) <= sigma_bound * sigma_val
 
 
+REFIT_SCHEDULE = 1
+"""``refit_due`` bit: ``refit_every`` ticks have passed since the last refit."""
+REFIT_ALARM = 2
+"""``refit_due`` bit: a regime alarm fired and its grace period has collected new data since."""
+REFIT_DOMAIN = 4
+"""``refit_due`` bit: a branch forecast outside its fitted domain, or its recent error left the
+blend's (``refit_error_ratio``)."""
+REFIT_REASONS = {REFIT_SCHEDULE: "schedule", REFIT_ALARM: "alarm", REFIT_DOMAIN: "domain"}
+
+
+def refit_reasons(code: int) -> tuple[str, ...]:
+    """The names of the bits set in a ``refit_due`` code, e.g. ``("schedule", "domain")``."""
+    return tuple(name for bit, name in REFIT_REASONS.items() if int(code) & bit)
+
+
 class PredictionResult(eqx.Module):
     """Forecast and telemetry of one tick (a pytree: batched results carry a leading axis)."""
 
@@ -79,6 +94,13 @@ class PredictionResult(eqx.Module):
     """Huber loss in force (in emergency, or in the grace period after a regime change)."""
     kurtosis_alert: Bool[Array, "*batch"]
     """κ_t above ``kurtosis_alert_level`` for more than ``kurtosis_alert_steps`` steps."""
+    branch_in_domain: Bool[Array, "*batch k"]
+    """Each branch's forecast lies in the domain of its last fit (``Forecast.in_domain``); a
+    branch outside it gets no weight in the blend."""
+    refit_due: Int[Array, "*batch"]
+    """The refit policy's verdict after this tick: 0 when no refit is due, else the reasons as
+    bits (``REFIT_SCHEDULE``, ``REFIT_ALARM``, ``REFIT_DOMAIN``). ``UniversalPredictor.step``
+    refits on it; batched callers pass it to ``FunctionalPredictor.refit_assets``."""
 
     @property
     def mode(self) -> Mode | np.ndarray:

@@ -122,14 +122,14 @@ def grace_gate(raw_alarm: Flag, steps_since_alarm: Count, grace_period_steps: in
     )
 
 
-def _count_up(counter: Count, ceiling: int) -> Count:
+def count_up(counter: Count, ceiling: int) -> Count:
     """counter + 1, saturating at ``ceiling`` (without overflowing first)."""
     return jnp.where(counter < ceiling, counter + 1, counter)
 
 
 def excursion_length(previous: Count, statistic: Scalar) -> Count:
     """Consecutive steps the CUSUM statistic has been above zero (0 when it is at zero)."""
-    return jnp.where(statistic > 0.0, _count_up(previous, _INT32_MAX), 0)
+    return jnp.where(statistic > 0.0, count_up(previous, _INT32_MAX), 0)
 
 
 class CusumState(eqx.Module):
@@ -315,7 +315,7 @@ class CusumDetector(eqx.Module):
         kurtosis = sample_kurtosis(window, window_count, self.min_kurtosis_samples)
         ceiling = self.kurtosis_alert_steps + 1
         streak = jnp.where(
-            kurtosis > self.kurtosis_alert_level, _count_up(state.kurtosis_streak, ceiling), 0
+            kurtosis > self.kurtosis_alert_level, count_up(state.kurtosis_streak, ceiling), 0
         )
         plus_excursion = excursion_length(state.plus_excursion, g_plus)
         minus_excursion = excursion_length(state.minus_excursion, g_minus)
@@ -329,7 +329,7 @@ class CusumDetector(eqx.Module):
             window_pos=window_pos,
             window_count=window_count,
             kurtosis=kurtosis,
-            n_obs=_count_up(state.n_obs, _INT32_MAX),
+            n_obs=count_up(state.n_obs, _INT32_MAX),
             steps_since_alarm=gate.steps_since_alarm,
             kurtosis_streak=streak,
             plus_excursion=jnp.where(gate.alarm, 0, plus_excursion),
@@ -359,7 +359,7 @@ class CusumDetector(eqx.Module):
         """Write z into the kurtosis ring (only once past the warm-up)."""
         window = jnp.where(ready, state.window.at[state.window_pos].set(z), state.window)
         position = jnp.where(ready, (state.window_pos + 1) % self.kurtosis_window, state.window_pos)
-        count = _count_up(state.window_count, self.kurtosis_window)
+        count = count_up(state.window_count, self.kurtosis_window)
         return window, position, jnp.where(ready, count, state.window_count)
 
     def _rejected(self, state: CusumState) -> CusumOutput:
@@ -412,6 +412,7 @@ __all__ = [
     "CusumState",
     "GraceGate",
     "adaptive_threshold",
+    "count_up",
     "cusum_recursion",
     "cusum_update",
     "default_warmup",

@@ -39,7 +39,7 @@ from usp.contracts.arrays import (
 from usp.contracts.branch import COLLAPSE_CHECK, EMERGENCY_FALLBACK, ROLES, AbstractBranch
 from usp.contracts.config import PredictorConfig
 from usp.contracts.types import PredictionResult
-from usp.core.cusum import CusumDetector, CusumState
+from usp.core.cusum import CusumDetector, CusumState, count_up
 from usp.core.jko import (
     TauLearner,
     energy,
@@ -49,11 +49,19 @@ from usp.core.jko import (
     tau_optimizer,
     update_tau,
 )
+from usp.core.refit import (
+    COUNT_CEILING,
+    RefitClock,
+    init_refit_clock,
+    refit_verdict,
+    refitted_clock,
+    tick_refit_clock,
+)
 from usp.kernels.dgm import DGMBranch
 from usp.kernels.imex import IMEXBranch
 from usp.kernels.levy import LevyBranch
 from usp.kernels.signature import SignatureBranch
-from usp.kernels.wtmm import WTMMEstimator, holder_exponent
+from usp.kernels.wtmm import WTMMEstimator, circuit_breaker
 
 EMERGENCY_FLOOR = 1e-4
 """δ of eq. used-weights: what each branch but the fallback keeps in emergency mode."""
@@ -97,6 +105,8 @@ class PredictorState(eqx.Module):
     """Ticks each branch has been collapsed while holding weight (0 without the role)."""
     branch_off: BranchFlags
     """Branches switched off by the collapse check until the next refit."""
+    refit_clock: RefitClock
+    """The refit policy's memory (``usp.core.refit``, chapter 14)."""
     ticks: Count
     """Ticks stepped, saturating at the int32 maximum (a restored state never wraps negative)."""
     key: PRNGKey
@@ -176,6 +186,7 @@ def init_state(model: Predictor, *, key: PRNGKey) -> PredictorState:
         cusum=model.cusum.init(),
         collapse_streak=jnp.zeros(n_branches, jnp.int32),
         branch_off=jnp.zeros(n_branches, bool),
+        refit_clock=init_refit_clock(n_branches),
         ticks=jnp.zeros((), jnp.int32),
         key=state_key,
     )
@@ -203,8 +214,8 @@ def step(
     # 2. Move the learned weights (eq. learned-weights).
     buffer = jnp.roll(state.buffer, -1).at[-1].set(price)
     n_filled = jnp.minimum(state.n_filled + 1, buffer.shape[0])
-    holder, holder_valid = holder_exponent(model.wtmm, buffer, n_filled)
-    emergency = holder_valid & (holder < config.holder_threshold)
+    breaker = circuit_breaker(model.wtmm, buffer, n_filled, config.holder_threshold)
+    holder, emergency = breaker.holder, breaker.trips
     robust = emergency | cusum.silenced
     learn = state.has_forecast & ~freeze & jnp.isfinite(target)
     tau = _learned_tau(model, state, target, sigma, robust, learn)
@@ -225,9 +236,19 @@ def step(
     streak = jnp.where(collapsed & (weights > COLLAPSE_WEIGHT), state.collapse_streak + 1, 0)
     branch_off = state.branch_off | (streak > config.mode_collapse_steps)
     key, *keys = jax.random.split(state.key, n_branches + 1)
-    forecasts, scales = _branch_forecasts(model, state.params, buffer, keys)
-    used = _used_weights(model, weights, emergency, branch_off)
+    forecasts, scales, in_domain = _branch_forecasts(model, state.params, buffer, keys)
+    used = _used_weights(model, weights, emergency, branch_off | ~in_domain)
     forecast = used @ forecasts
+
+    # 4. The refit policy's verdict (chapter 14): the host refits when it is not 0.
+    branch_errors = jnp.where(state.has_forecast, target - state.branch_forecasts, jnp.nan)
+    refit_clock = tick_refit_clock(
+        state.refit_clock, branch_errors, cusum.alarm, config.volatility_alpha
+    )
+    refit_due = refit_verdict(
+        config, refit_clock, full=n_filled == buffer.shape[0], weights=weights,
+        in_domain=in_domain, sigma=sigma,
+    )  # fmt: skip
 
     new_state = PredictorState(
         buffer=buffer,
@@ -245,7 +266,8 @@ def step(
         cusum=cusum_state,
         collapse_streak=jnp.where(branch_off, 0, streak),
         branch_off=branch_off,
-        ticks=jnp.minimum(state.ticks, jnp.iinfo(state.ticks.dtype).max - 1) + 1,
+        refit_clock=refit_clock,
+        ticks=count_up(state.ticks, COUNT_CEILING),
         key=key,
     )
     result = PredictionResult(
@@ -268,6 +290,8 @@ def step(
         mode_collapse_warning=jnp.any(branch_off),
         robust_mode=robust,
         kurtosis_alert=cusum.kurtosis_alert,
+        branch_in_domain=in_domain,
+        refit_due=refit_due,
     )
     return new_state, result
 
@@ -302,16 +326,19 @@ def _learned_tau(
 
 def _branch_forecasts(
     model: Predictor, params: tuple[Any, ...], buffer: Signal, keys: list[PRNGKey]
-) -> tuple[BranchValues, BranchValues]:
-    """Each branch's (mean, scale); a non-finite mean becomes the last price."""
+) -> tuple[BranchValues, BranchValues, BranchFlags]:
+    """Each branch's (mean, scale, in_domain); a non-finite mean becomes the last price, and
+    is out of the branch's domain."""
     outputs = [
         branch.predict(p, buffer, key=k)
         for branch, p, k in zip(model.branches, params, keys, strict=True)
     ]
     means = jnp.stack([out.mean for out in outputs])
     scales = jnp.stack([jnp.asarray(out.scale, means.dtype) for out in outputs])
-    means = jnp.where(jnp.isfinite(means), means, buffer[-1])
-    return means, jnp.where(jnp.isfinite(scales), scales, jnp.nan)
+    in_domain = jnp.stack([jnp.asarray(out.in_domain, bool) for out in outputs])
+    finite = jnp.isfinite(means)
+    means = jnp.where(finite, means, buffer[-1])
+    return means, jnp.where(jnp.isfinite(scales), scales, jnp.nan), in_domain & finite
 
 
 def _collapse_checks(model: Predictor, params: tuple[Any, ...]) -> tuple[BranchValues, BranchFlags]:
@@ -336,13 +363,14 @@ def _reported_entropy(model: Predictor, entropy: BranchValues, off: BranchFlags)
 
 
 def _used_weights(
-    model: Predictor, weights: Weights, emergency: Flag, branch_off: Bool[Array, " k"]
+    model: Predictor, weights: Weights, emergency: Flag, excluded: Bool[Array, " k"]
 ) -> Weights:
-    """Eq. used-weights: branches switched off get no weight; in emergency the fallbacks take
-    all but δ per other branch (a predictor without a fallback keeps its learned weights)."""
-    kept = jnp.where(branch_off, 0.0, weights)
-    kept = kept / jnp.maximum(kept.sum(), 1e-12)
-    used = jnp.where(jnp.any(branch_off), kept, weights)
+    """Eq. used-weights: excluded branches (switched off, or out of their fitted domain) get no
+    weight, unless that would leave none; in emergency the fallbacks take all but δ per other
+    branch (a predictor without a fallback keeps its learned weights)."""
+    kept = jnp.where(excluded, 0.0, weights)
+    total = kept.sum()
+    used = jnp.where(total > 0, kept / jnp.where(total > 0, total, 1.0), weights)
     fallback = model.with_role(EMERGENCY_FALLBACK)
     if not fallback:  # static
         return used
@@ -364,10 +392,21 @@ def refit(model: Predictor, state: PredictorState) -> PredictorState:
     )
     n_branches = len(model.branches)
     return eqx.tree_at(
-        lambda s: (s.params, s.branch_off, s.collapse_streak),
+        lambda s: (s.params, s.branch_off, s.collapse_streak, s.refit_clock),
         state,
-        (params, jnp.zeros(n_branches, bool), jnp.zeros(n_branches, jnp.int32)),
+        (
+            params,
+            jnp.zeros(n_branches, bool),
+            jnp.zeros(n_branches, jnp.int32),
+            refitted_clock(state.refit_clock),
+        ),
     )
+
+
+def postpone_refit(state: PredictorState) -> PredictorState:
+    """A refit that could not run (a buffer a branch cannot fit): keep the parameters and
+    restart the policy's clock, so the next attempt waits for new data instead of every tick."""
+    return eqx.tree_at(lambda s: s.refit_clock, state, refitted_clock(state.refit_clock))
 
 
 def run(
@@ -394,6 +433,7 @@ __all__ = [
     "PredictorState",
     "default_branches",
     "init_state",
+    "postpone_refit",
     "refit",
     "run",
     "step",

@@ -38,11 +38,12 @@ _logger = logging.getLogger("usp")
 MAGIC = b"\x89USP\r\n\x1a\n"
 """First 8 bytes of every file. The high-bit first byte catches 7-bit transfers, CR LF catches
 newline translation, and ``\\x1a`` stops a Windows ``type`` (the recipe of PNG's signature)."""
-SNAPSHOT_SCHEMA_VERSION = 3
+SNAPSHOT_SCHEMA_VERSION = 4
 """Version of the layout and of the payload's fields; any change to either bumps it.
 (2: the host record's tick gate keeps the prices of its recent outliers. 3: branches as data —
 the state holds one parameter pytree per branch, in order, and one collapse streak and switch
-per branch; the payload names the branches.)"""
+per branch; the payload names the branches. 4: the refit policy — the state's refit clock,
+the DGM's fitted domain, the result's domain flags and refit verdict.)"""
 HEADER = struct.Struct("<8sIQ")
 """magic, schema_version (uint32), payload length (uint64); little-endian, 20 bytes."""
 DIGEST_BYTES = 32

@@ -327,12 +327,19 @@ def kolmogorov_problem(half_width: float = 5.0) -> PDEProblem:
     )
 
 
+DOMAIN_MARGIN = 0.25
+"""The fitted domain is the fitted buffer's z-range widened by this fraction of it each side."""
+
+
 class DGMParams(eqx.Module):
     """State of branch B. Units: z = (x - loc) / scale; time in sampling intervals."""
 
     net: DGMNet
     loc: Scalar
     scale: Scalar
+    z_low: Scalar
+    z_high: Scalar
+    """The fitted domain [z_low, z_high] (empty, z_low > z_high, before the first fit)."""
     diffusion: LinearDiffusion
     step_std: Scalar
     entropy: EntropyCheck
@@ -391,6 +398,8 @@ class DGMBranch(AbstractBranch[DGMParams]):
             net=net,
             loc=zero,
             scale=one,
+            z_low=one,
+            z_high=-one,
             diffusion=LinearDiffusion(zero, zero, one),
             step_std=one,
             entropy=self.entropy(net),
@@ -430,7 +439,9 @@ class DGMBranch(AbstractBranch[DGMParams]):
         """One training round without host-side checks: pure, jit- and vmap-able (`long` is
         static: `long_steps` at `learning_rate`, else `train_steps` at `warm_learning_rate`)."""
         loc, scale = jnp.mean(buffer), jnp.std(buffer)
-        ar1 = fit_ar1((buffer - loc) / scale)
+        z = (buffer - loc) / scale
+        reach = DOMAIN_MARGIN * (jnp.max(z) - jnp.min(z))
+        ar1 = fit_ar1(z)
         diffusion = linear_diffusion_from_ar1(ar1)
         key, train_key = jax.random.split(params.key)
         n_steps = self.long_steps if long else self.train_steps
@@ -449,6 +460,8 @@ class DGMBranch(AbstractBranch[DGMParams]):
             net=net,
             loc=loc,
             scale=scale,
+            z_low=jnp.min(z) - reach,
+            z_high=jnp.max(z) + reach,
             diffusion=diffusion,
             step_std=ar1.residual_std,
             entropy=self.entropy(net),
@@ -459,13 +472,20 @@ class DGMBranch(AbstractBranch[DGMParams]):
 
     def predict(self, params: DGMParams, buffer: Signal, *, key: PRNGKey) -> Forecast:
         """V(0, z_now) mapped back to price units; linear beyond the PDE's domain (V_xx = 0
-        there). A non-finite last value gives a NaN forecast."""
+        there); the last value before the first fit. A non-finite last value gives a NaN
+        forecast. In the fitted domain when z_now lies in [z_low, z_high]: the diffusion was
+        fitted to levels, and its mean reversion pulls toward a mean that a price far outside
+        them has left."""
         del key  # a conditional expectation: nothing to sample
         z = (buffer[-1] - params.loc) / params.scale
         edge = jnp.clip(z, -self.half_width, self.half_width)
         value, slope = jax.jvp(lambda y: params.net(0.0, y), (edge,), (jnp.ones_like(edge),))
         v = value + slope * (z - edge)
-        return Forecast(params.loc + params.scale * v, params.scale * params.step_std)
+        in_domain = (z >= params.z_low) & (z <= params.z_high)
+        # Untrained (no fit yet): the last value, like every other unfitted branch, and out of
+        # the (empty) domain; an untrained network's value is noise a blend must not score.
+        mean = jnp.where(params.n_rounds > 0, params.loc + params.scale * v, buffer[-1])
+        return Forecast(mean, params.scale * params.step_std, in_domain)
 
     def entropy(self, net_or_params: DGMNet | DGMParams) -> EntropyCheck:
         """Entropy check of V(0, .) against g on the standard-normal quantile grid."""
@@ -482,6 +502,7 @@ class DGMBranch(AbstractBranch[DGMParams]):
 
 
 __all__ = [
+    "DOMAIN_MARGIN",
     "MIN_RESIDUAL_STD",
     "AR1Fit",
     "DGMBranch",

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.fft
 from jaxtyping import Array, Bool, Complex, Float, Int, UInt32
 
-from usp.contracts.arrays import Flag, Scalar, Signal
+from usp.contracts.arrays import Flag, Scalar, ScalarLike, Signal
 from usp.contracts.config import PredictorConfig
 
 
@@ -591,14 +591,19 @@ def holder_exponent(
 
 __all__ = [
     "BIT_SEARCH_MAX_LENGTH",
+    "BREAKER_JUMP_SIGMA",
+    "BREAKER_RECENT",
     "CWT",
+    "MEAN_ABS_SIGMA",
     "WORD_BITS",
+    "BreakerReading",
     "MaximaLines",
     "PartitionFunction",
     "PreparedBuffer",
     "WTMMEstimator",
     "WTMMSpectrum",
     "WindowedCWT",
+    "circuit_breaker",
     "cwt_matrix",
     "dyadic_scales",
     "estimator_for",
@@ -618,6 +623,80 @@ __all__ = [
     "pack_bits",
     "partition_function",
     "prepare_buffer",
+    "recent_jump",
     "reflect_head",
     "weighted_slope",
 ]
+
+
+MEAN_ABS_SIGMA = math.sqrt(math.pi / 2)
+"""σ / E|ε| for Gaussian ε (eq. jump-ratio)."""
+
+BREAKER_JUMP_SIGMA = 8.0
+"""c_J of eq. (breaker): the jump gate, in standard deviations of the other increments."""
+
+BREAKER_RECENT = 16
+"""m of eq. (breaker): how many of the newest increments the jump gate reads."""
+
+
+class BreakerReading(NamedTuple):
+    """What the circuit breaker read in one buffer; no field carries a gradient."""
+
+    holder: Scalar
+    """H_t, exactly as ``holder_exponent`` returns it (0.5 when not valid)."""
+    valid: Flag
+    """``holder_exponent``'s validity flag."""
+    jump: Scalar
+    """J_t of eq. (jump-ratio): the largest recent increment in σ of the other increments."""
+    trips: Flag
+    """Eq. (breaker): valid, H_t below the threshold and J_t above the gate: emergency mode."""
+
+
+def recent_jump(
+    buffer: Signal,
+    n_valid: int | Int[Array, ""] | None = None,
+    recent: int = BREAKER_RECENT,
+) -> Scalar:
+    """J_t of eq. (jump-ratio), with no gradient: the largest of the ``recent`` newest
+    |increments|, M, over σ̃ = MEAN_ABS_SIGMA · (mean |increment| of all the others).
+
+    Only increments between valid samples (the last ``n_valid`` entries) count. A buffer whose
+    other increments are all 0 reads 1/eps when it moves (a jump out of a frozen price) and 0
+    when it does not; one with non-finite data (``holder_exponent`` flags it invalid) reads 0.
+    """
+    n = buffer.shape[0]
+    if not 1 <= recent < n:
+        raise ValueError(f"recent must lie in [1, {n - 1}], got {recent}")
+    n_valid = jnp.clip(jnp.asarray(n if n_valid is None else n_valid), 0, n)
+    step = jnp.where(jnp.arange(n - 1) >= n - n_valid, jnp.abs(jnp.diff(buffer)), 0.0)
+    newest = jnp.max(step[-recent:])
+    others = (jnp.sum(step) - newest) / jnp.maximum(n_valid - 2, 1)
+    scale = jnp.maximum(MEAN_ABS_SIGMA * others, jnp.finfo(step.dtype).eps * newest)
+    ratio = jnp.where(newest > 0, newest / jnp.where(scale > 0, scale, 1.0), 0.0)
+    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(ratio), ratio, 0.0))
+
+
+def circuit_breaker(
+    estimator: WTMMEstimator | PredictorConfig,
+    buffer: Signal,
+    n_valid: int | Int[Array, ""] | None = None,
+    threshold: ScalarLike | None = None,
+    *,
+    jump_sigma: ScalarLike = BREAKER_JUMP_SIGMA,
+    recent: int = BREAKER_RECENT,
+) -> BreakerReading:
+    """Eq. (breaker): trip when the buffer's strongest singularity is strong (H_t below
+    ``threshold``) and recent (one of the ``recent`` newest increments above ``jump_sigma``
+    standard deviations of the other increments).
+
+    ``threshold`` defaults to ``holder_threshold`` of ``estimator`` when it is a config, else
+    of the default config. One WTMM pass, the same as ``holder_exponent``'s, and a sum over
+    the increments; jit-able and vmap-able (``recent`` is static).
+    """
+    if threshold is None:
+        config = estimator if isinstance(estimator, PredictorConfig) else PredictorConfig()
+        threshold = config.holder_threshold
+    holder, valid = holder_exponent(estimator, buffer, n_valid)
+    jump = recent_jump(buffer, n_valid, recent)
+    trips = valid & (holder < threshold) & (jump > jump_sigma)
+    return BreakerReading(holder, valid, jump, trips)
