@@ -8,8 +8,8 @@ import pytest
 
 from usp import FunctionalPredictor, MarketObservation, PredictorConfig, UniversalPredictor
 from usp.contracts.types import REFIT_ALARM, REFIT_DOMAIN, REFIT_SCHEDULE, refit_reasons
+from usp.core.cusum import COUNT_CEILING
 from usp.core.refit import (
-    COUNT_CEILING,
     init_refit_clock,
     refit_verdict,
     refitted_clock,

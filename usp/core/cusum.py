@@ -35,7 +35,8 @@ MIN_WINDOW_VARIANCE = 1e-12
 numerically constant; its kurtosis is undefined and reported as 3.0."""
 MAX_STANDARDISED_ERROR = 1e4
 """|z| is clipped here, so a zero volatility cannot produce inf or NaN."""
-_INT32_MAX = int(np.iinfo(np.int32).max)
+COUNT_CEILING = int(np.iinfo(np.int32).max)
+"""Where the saturating counters (``count_up``) stop: a restored state never wraps negative."""
 
 
 Batched = Float[Array, "*batch"] | float
@@ -129,7 +130,7 @@ def count_up(counter: Count, ceiling: int) -> Count:
 
 def excursion_length(previous: Count, statistic: Scalar) -> Count:
     """Consecutive steps the CUSUM statistic has been above zero (0 when it is at zero)."""
-    return jnp.where(statistic > 0.0, count_up(previous, _INT32_MAX), 0)
+    return jnp.where(statistic > 0.0, count_up(previous, COUNT_CEILING), 0)
 
 
 class CusumState(eqx.Module):
@@ -329,7 +330,7 @@ class CusumDetector(eqx.Module):
             window_pos=window_pos,
             window_count=window_count,
             kurtosis=kurtosis,
-            n_obs=count_up(state.n_obs, _INT32_MAX),
+            n_obs=count_up(state.n_obs, COUNT_CEILING),
             steps_since_alarm=gate.steps_since_alarm,
             kurtosis_streak=streak,
             plus_excursion=jnp.where(gate.alarm, 0, plus_excursion),
@@ -402,6 +403,7 @@ def cusum_update(
 
 
 __all__ = [
+    "COUNT_CEILING",
     "GAUSSIAN_KURTOSIS",
     "MAX_STANDARDISED_ERROR",
     "MIN_KURTOSIS_SAMPLES",

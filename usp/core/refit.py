@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 
 from usp.contracts.arrays import BranchFlags, BranchValues, Count, Flag, ScalarLike, Weights
 from usp.contracts.config import PredictorConfig
 from usp.contracts.types import REFIT_ALARM, REFIT_DOMAIN, REFIT_SCHEDULE
-from usp.core.cusum import count_up
+from usp.core.cusum import COUNT_CEILING, count_up
 
-COUNT_CEILING = int(np.iinfo(np.int32).max)
-"""Where the policy's tick counters saturate (a restored state never wraps negative)."""
 HOLDING_WEIGHT = 0.05
 """A branch holding more learned weight than this is trusted by the blend: its error counts."""
 
@@ -90,7 +87,6 @@ def refitted_clock(clock: RefitClock) -> RefitClock:
 
 
 __all__ = [
-    "COUNT_CEILING",
     "HOLDING_WEIGHT",
     "RefitClock",
     "init_refit_clock",

@@ -39,7 +39,7 @@ from usp.contracts.arrays import (
 from usp.contracts.branch import COLLAPSE_CHECK, EMERGENCY_FALLBACK, ROLES, AbstractBranch
 from usp.contracts.config import PredictorConfig
 from usp.contracts.types import PredictionResult
-from usp.core.cusum import CusumDetector, CusumState, count_up
+from usp.core.cusum import COUNT_CEILING, CusumDetector, CusumState, count_up
 from usp.core.jko import (
     TauLearner,
     energy,
@@ -50,7 +50,6 @@ from usp.core.jko import (
     update_tau,
 )
 from usp.core.refit import (
-    COUNT_CEILING,
     RefitClock,
     init_refit_clock,
     refit_verdict,
