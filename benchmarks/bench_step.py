@@ -2,7 +2,8 @@
 
     python benchmarks/bench_step.py [--quick]
 
-Figures (float64, default ``PredictorConfig``, on whatever CPU/GPU JAX picks):
+Figures (float64 state, default ``PredictorConfig``, on whatever CPU/GPU JAX picks; the Hölder
+estimate runs in float32, chapter 1's eq. float32-error):
 
 - ``step_p50_ms`` / ``step_p99_ms``: percentiles of per-tick wall times of the jitted
   ``FunctionalPredictor.step`` on one warm asset (fitted on 300 values of a seeded random walk),
@@ -23,10 +24,16 @@ Figures (float64, default ``PredictorConfig``, on whatever CPU/GPU JAX picks):
   ``refit_amortised_ms_per_tick`` = ``refit_s`` / ``refit_every``: the schedule's cost spread
   over its ticks. The per-tick timings above use ``auto_refit=False``, so they time the tick
   path alone.
+- ``wtmm_f64_*``: the peer for the float32 Hölder estimate, in the same run: the same step with
+  the estimator's float64 twin (``compute_dtype="float64"``, the estimate before chapter 1's
+  float32 section): its single-asset p50/p99 (timed alternately with the float32 step, tick by
+  tick) and its 1024-asset throughput, with ``speedup_*_vs_wtmm_f64`` ratios.
 - ``flops_per_asset_step``: XLA's cost analysis of the step vmapped over 1024 assets, / 1024.
   ``peak_flops`` is the *practical* peak: the achieved FLOP/s of a 2048x2048 float64 ``jnp.dot``
-  in the same run (all cores the JAX CPU backend uses). ``peak_fraction`` = flops_per_asset_step
-  x asset_steps_per_s_1024 / peak_flops.
+  in the same run (all cores the JAX CPU backend uses), ``peak_flops_f32`` the same in float32.
+  ``peak_fraction`` = flops_per_asset_step x asset_steps_per_s_1024 / peak_flops; most of those
+  FLOPs are now the float32 transform, so ``peak_fraction_f32`` (against the float32 peak) is
+  the stricter figure.
 - ``t1024_*_ms``: where one 1024-asset tick goes: each stage of ``usp.core.step.step`` jitted
   alone and batched as ``step_batch`` batches (``blockwise``) on the same 1024 states
   (``t1024_parts_sum_ms`` adds them up; the step fuses them, so the sum need not equal
@@ -48,6 +55,7 @@ from functools import partial
 import jax
 
 jax.config.update("jax_enable_x64", True)
+import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import median_seconds, report  # noqa: E402
@@ -65,7 +73,7 @@ from usp.eval.throughput import (  # noqa: E402
     percentiles_ms,
     random_walk,
 )
-from usp.kernels.wtmm import holder_exponent, prepare_buffer  # noqa: E402
+from usp.kernels.wtmm import WTMMEstimator, holder_exponent, prepare_buffer  # noqa: E402
 
 HISTORY_LENGTH = 300
 BATCH_SIZES = (1, 64, 1024)
@@ -104,11 +112,11 @@ def flops_of(compiled) -> float:
     return float(sum(part.get("flops", 0.0) for part in analysis))
 
 
-def matmul_peak_flops(repeats: int, n: int = 2048) -> float:
-    """Achieved FLOP/s of an n x n float64 matmul: the practical peak of this device."""
+def matmul_peak_flops(repeats: int, n: int = 2048, dtype=jnp.float64) -> float:
+    """Achieved FLOP/s of an n x n matmul: the practical peak of this device in ``dtype``."""
     key_a, key_b = jax.random.split(jax.random.key(3))
-    a = jax.random.normal(key_a, (n, n), jnp.float64)
-    b = jax.random.normal(key_b, (n, n), jnp.float64)
+    a = jax.random.normal(key_a, (n, n), dtype)
+    b = jax.random.normal(key_b, (n, n), dtype)
     dot = jax.jit(jnp.dot)
     seconds = median_seconds(lambda: dot(a, b).block_until_ready(), repeats)
     return 2.0 * n**3 / seconds
@@ -130,6 +138,42 @@ def fit_history_fresh_process(n: int, timeout_s: float) -> float | None:
     except subprocess.TimeoutExpired:
         return None
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def with_float64_wtmm(model):
+    """The same predictor with its Hölder estimator's float64 twin: the peer of the float32 one."""
+    twin = WTMMEstimator.from_config(model.config, compute_dtype="float64")
+    return eqx.tree_at(lambda m: m.wtmm, model, twin)
+
+
+def paired_tick_times(steps, state, prices, n_ticks: int) -> list[np.ndarray]:
+    """Per-tick wall times of each jitted guarded step in ``steps``, one asset, timed in turn on
+    the same tick so that every step sees the same machine load; each carries its own state."""
+    states = [state] * len(steps)
+    no = jnp.asarray(False)
+    times = np.empty((len(steps), n_ticks))
+    for i in range(n_ticks + 5):
+        price = jnp.asarray(float(prices[i]))
+        for k, jitted in enumerate(steps):
+            start = time.perf_counter()
+            states[k], result, _ = jitted(states[k], price, price, no)
+            result.predicted_next.block_until_ready()
+            if i >= 5:  # the first ticks compile and warm up
+                times[k, i - 5] = time.perf_counter() - start
+    return list(times)
+
+
+def paired_medians(calls, repeats: int) -> list[float]:
+    """Median seconds of each call, the calls timed in turn on every repeat (same load)."""
+    for call in calls:
+        call()
+    times = np.empty((repeats, len(calls)))
+    for row in times:
+        for k, call in enumerate(calls):
+            start = time.perf_counter()
+            call()
+            row[k] = time.perf_counter() - start
+    return list(np.median(times, axis=0))
 
 
 def stage_times_1024(fp: FunctionalPredictor, states, prices, repeats: int) -> dict[str, float]:
@@ -234,6 +278,13 @@ def main() -> None:
 
     universal_times = per_call_seconds(universal_tick, n_ticks)
 
+    # The peer: the same tick with the float64 Hölder estimate, timed tick by tick in turn.
+    model_f64 = with_float64_wtmm(fp.model)
+    now_step, f64_step = (jax.jit(partial(_guarded_step, m)) for m in (fp.model, model_f64))
+    paired_now, paired_f64 = paired_tick_times(
+        (now_step, f64_step), fitted, random_walk(rng, float(history[-1]), n_ticks + 5), n_ticks
+    )
+
     refit_s = median_seconds(
         lambda: jax.block_until_ready(fp.refit(fitted)), 3 if args.quick else 7
     )
@@ -257,6 +308,17 @@ def main() -> None:
         throughput[n_assets] = n_assets / median_seconds(batch_tick, batch_repeats)
     states_1024 = broadcast_states(fitted, 1024)
     prices_1024 = jnp.asarray(float(history[-1]) + 0.01 * rng.standard_normal(1024))
+    no_1024 = jnp.zeros(1024, bool)
+    batch_ticks = [jax.jit(blockwise(partial(_guarded_step, m))) for m in (fp.model, model_f64)]
+    now_tick, f64_tick = paired_medians(
+        [
+            lambda tick=tick: tick(states_1024, prices_1024, prices_1024, no_1024)[
+                1
+            ].predicted_next.block_until_ready()
+            for tick in batch_ticks
+        ],
+        batch_repeats,
+    )
 
     # The loop peer: one UniversalPredictor stepping through loop_assets observations. Each
     # asset of a real loop would own a predictor; once compiled, the per-call cost is the same
@@ -286,6 +348,7 @@ def main() -> None:
     ).compile()
     flops_per_asset_step = flops_of(compiled) / 1024
     peak = matmul_peak_flops(3 if args.quick else 7)
+    peak_f32 = matmul_peak_flops(3 if args.quick else 7, dtype=jnp.float32)
 
     sections.done("cost analysis and matmul peak")
 
@@ -327,6 +390,16 @@ def main() -> None:
         "peak_flops": peak,
         "peak_assumption": "achieved FLOP/s of a 2048x2048 float64 jnp.dot, same run",
         "peak_fraction": flops_per_asset_step * throughput[1024] / peak,
+        "peak_flops_f32": peak_f32,
+        "peak_fraction_f32": flops_per_asset_step * throughput[1024] / peak_f32,
+        "paired_step_p50_ms": percentiles_ms(paired_now)[0],
+        "paired_step_p99_ms": percentiles_ms(paired_now)[1],
+        "wtmm_f64_step_p50_ms": percentiles_ms(paired_f64)[0],
+        "wtmm_f64_step_p99_ms": percentiles_ms(paired_f64)[1],
+        "speedup_p50_vs_wtmm_f64": percentiles_ms(paired_f64)[0] / percentiles_ms(paired_now)[0],
+        "t1024_paired_step_ms": now_tick * 1e3,
+        "wtmm_f64_t1024_step_ms": f64_tick * 1e3,
+        "speedup_1024_vs_wtmm_f64": f64_tick / now_tick,
         "fit_history_300_s": fit_history_300_s,
         "fit_history_5000_s": fit_5000,
         "refit_s": refit_s,

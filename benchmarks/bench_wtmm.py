@@ -9,6 +9,10 @@ Peers measured in the same run:
   distance-matrix linking (same rule, N x N per scale), both jitted; they must agree exactly.
 Also: bias of the estimate on exact fBm with H = 0.5 at N = 1024 (Davies-Harte), the latency of
 one 128-sample buffer (the predictor's per-tick call) and of 256 buffers at once (vmap).
+The predictor's estimator runs in float32 (chapter 1, eq. float32-error); its peer is its float64
+twin: both time one buffer and 256, read every full 128-sample buffer of every bundled series
+through ``circuit_breaker`` (``breaker_agreement_f32``: the share of buffers where they decide
+alike; the acceptance is >= 0.999) and estimate H on the same fBm buffers (``fbm128_*``).
 Medians over repeats after a warm-up call; the last stdout line is one JSON object.
 """
 
@@ -26,9 +30,12 @@ import numpy as np  # noqa: E402
 import pywt  # noqa: E402
 from _timing import median_seconds, report  # noqa: E402
 
+from usp.contracts.config import PredictorConfig  # noqa: E402
+from usp.io.data import available_series, load_series  # noqa: E402
 from usp.kernels.wtmm import (  # noqa: E402
     CWT,
     WTMMEstimator,
+    circuit_breaker,
     dyadic_scales,
     holder_exponent,
     link_maxima_lines,
@@ -106,6 +113,31 @@ def main() -> None:
         lambda: batched(estimator_1024, paths[:64])[0].block_until_ready(), max(3, repeats // 2)
     )
 
+    # The predictor's float32 estimator against its float64 twin.
+    config = PredictorConfig()
+    predictor_32 = WTMMEstimator.from_config(config)
+    predictor_64 = WTMMEstimator.from_config(config, compute_dtype="float64")
+    t_single_32, t_single_64 = (
+        median_seconds(lambda e=e: single(e, buffers[0])[0].block_until_ready(), 20 * repeats)
+        for e in (predictor_32, predictor_64)
+    )
+    t_batch_32, t_batch_64 = (
+        median_seconds(lambda e=e: batched(e, buffers)[0].block_until_ready(), repeats)
+        for e in (predictor_32, predictor_64)
+    )
+    h32, h64 = (np.asarray(batched(e, buffers)[0]) for e in (predictor_32, predictor_64))
+    breakers = eqx.filter_jit(jax.vmap(circuit_breaker, in_axes=(None, 0)))
+    agree, trips, buffers_read = 0, 0, 0
+    for name in available_series():
+        values = np.asarray(load_series(name).values, float)
+        if values.size < 128:
+            continue
+        windows = jnp.asarray(values[np.arange(values.size - 127)[:, None] + np.arange(128)])
+        r32, r64 = (breakers(e, windows) for e in (predictor_32, predictor_64))
+        agree += int(jnp.sum(r32.trips == r64.trips))
+        trips += int(jnp.sum(r64.trips))
+        buffers_read += windows.shape[0]
+
     report(
         {
             "platform": f"{platform.machine()} {jax.default_backend()}",
@@ -126,6 +158,18 @@ def main() -> None:
             "batch256_ms": t_batch * 1e3,
             "batch256_per_series_us": t_batch / 256 * 1e6,
             "batch64_n1024_ms": t_batch_1024 * 1e3,
+            "predictor_holder_128_us_f32": t_single_32 * 1e6,
+            "predictor_holder_128_us_f64": t_single_64 * 1e6,
+            "predictor_single_speedup_f32": t_single_64 / t_single_32,
+            "predictor_batch256_ms_f32": t_batch_32 * 1e3,
+            "predictor_batch256_ms_f64": t_batch_64 * 1e3,
+            "predictor_batch_speedup_f32": t_batch_64 / t_batch_32,
+            "fbm128_h05_mean_f32": float(h32.mean()),
+            "fbm128_h05_mean_f64": float(h64.mean()),
+            "fbm128_max_abs_diff_f32": float(np.max(np.abs(h32 - h64))),
+            "breaker_buffers_read": buffers_read,
+            "breaker_trips_f64": trips,
+            "breaker_agreement_f32": agree / buffers_read,
         }
     )
 

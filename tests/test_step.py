@@ -304,8 +304,10 @@ def test_batch_equals_per_asset_loop(fitted):
     the fusion around an operation all change its rounding. Even a sequential ``lax.map`` of the
     unbatched step is not bit-identical to the single-asset program (chapter 9 has the evidence).
     The results differ in the last bits (≤ 2 ulp on the forecast); the tolerance is 1e-13
-    relative and every flag must agree.
+    relative and every flag must agree. The Hölder exponent is computed in float32 (chapter 1,
+    eq. float32-error), so its tolerance is a few float32 ulps.
     """
+    float32_rtol = 8 * float(np.finfo(np.float32).eps)
     fp = fitted.functional
     scales = np.array([1.0, 1.001, 0.999, 1.002])
     states = jax.tree.map(lambda x: jnp.stack([x] * len(scales)), fitted.state)
@@ -315,10 +317,13 @@ def test_batch_equals_per_asset_loop(fitted):
         states, batch, _ = fp.step_batch(states, prices, prices)
         for i, p in enumerate(prices):
             singles[i], single = fp.step(singles[i], obs(float(p), t + 1))
-            for name in ("predicted_next", "weights", "cusum_drift", "holder_exponent"):
+            for name in ("predicted_next", "weights", "cusum_drift"):
                 np.testing.assert_allclose(
                     getattr(single, name), getattr(batch, name)[i], rtol=1e-13, atol=1e-300
                 )
+            np.testing.assert_allclose(
+                single.holder_exponent, batch.holder_exponent[i], rtol=float32_rtol, atol=0.0
+            )
             for flag in ("emergency_mode", "regime_change_detected", "robust_mode"):
                 assert bool(getattr(single, flag)) == bool(getattr(batch, flag)[i])
 

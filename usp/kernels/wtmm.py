@@ -406,6 +406,21 @@ def cwt_matrix(cwt: CWT, length: int, extension: int) -> Float[Array, "n sm"]:
     return rows.reshape(length, -1)
 
 
+def cast_floats(tree, dtype: str):
+    """Every real array leaf of ``tree`` in ``dtype``, every complex one in its complex
+    counterpart; integer leaves and None as they are."""
+    complex_dtype = jnp.result_type(dtype, jnp.complex64)
+
+    def cast(leaf):
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            return leaf.astype(complex_dtype)
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.astype(dtype)
+        return leaf
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
 class WTMMSpectrum(eqx.Module):
     """Everything the WTMM estimate is made of, for one buffer."""
 
@@ -438,6 +453,8 @@ class WTMMEstimator(eqx.Module):
     """K of eq. (cwt-matrix) for buffers up to ``dense_limit`` samples, else None (FFT)."""
     scales: Float[Array, " s"]
     q: tuple[float, ...] = eqx.field(static=True)
+    compute_dtype: str = eqx.field(static=True)
+    """dtype of the transform and everything after it; the buffer is centred in its own."""
     buffer_size: int = eqx.field(static=True)
     extension: int = eqx.field(static=True)
     cone_c: float = eqx.field(static=True)
@@ -462,8 +479,14 @@ class WTMMEstimator(eqx.Module):
         window: int = 1024,
         reach: float = 3.0,
         dense_limit: int = 256,
+        compute_dtype: str | None = None,
     ) -> WTMMEstimator:
-        """Precompute the CWT for ``buffer_size``; see the notebook for each default."""
+        """Precompute the CWT for ``buffer_size``; see the notebook for each default.
+
+        ``compute_dtype`` (default: JAX's default float) is the precision of the transform,
+        the maxima and the fit; the predictor's estimator uses float32 (eq. float32-error).
+        """
+        compute_dtype = jnp.dtype(compute_dtype or jnp.result_type(float)).name
         scales = dyadic_scales() if scales is None else np.asarray(scales, dtype=float)
         # Scales above max_scale_fraction * buffer_size are never used: do not compute them.
         scales = scales[scales <= max_scale_fraction * buffer_size]
@@ -477,11 +500,14 @@ class WTMMEstimator(eqx.Module):
             cwt = CWT.build(length, scales, precision=precision)
         dense = buffer_size <= dense_limit
         matrix = cwt_matrix(cwt, buffer_size, extension) if dense else None
+        # Built in full precision, then rounded once: a float32 K is the float64 K, rounded.
+        cwt, matrix, scales = cast_floats((cwt, matrix, jnp.asarray(scales)), compute_dtype)
         return cls(
             cwt,
             matrix,
-            jnp.asarray(scales),
+            scales,
             tuple(float(p) for p in q),
+            compute_dtype,
             buffer_size,
             extension,
             float(cone_c),
@@ -498,6 +524,7 @@ class WTMMEstimator(eqx.Module):
             scales=dyadic_scales(config.wtmm_n_scales),
             cone_c=config.besov_cone_c,
             min_samples=config.holder_min_samples,
+            compute_dtype="float32",  # eq. (float32-error): the same decisions, half the cost
         )
         buffer_size = overrides.pop("buffer_size", config.wtmm_buffer_size)
         return cls.build(buffer_size, **settings | overrides)
@@ -517,10 +544,13 @@ class WTMMEstimator(eqx.Module):
 
     def coefficients(self, prepared: PreparedBuffer) -> Float[Array, "s n2"]:
         """W(a, b) of the buffer, its head filled, for b = -1 .. n (eq. cwt-matrix)."""
-        signal = reflect_head(prepared.signal, prepared.start)
+        signal = reflect_head(prepared.signal.astype(self.compute_dtype), prepared.start)
         if self.matrix is None:  # static: fixed when the estimator is built
             return extended_cwt(self.cwt, signal, self.extension)
-        return (signal @ self.matrix).reshape(self.scales.shape[0], self.buffer_size + 2)
+        # HIGHEST: a GPU's default float32 product rounds its inputs to TF32 (10 bits), far
+        # outside eq. (float32-error); on a CPU it changes nothing.
+        coefs = jnp.matmul(signal, self.matrix, precision=jax.lax.Precision.HIGHEST)
+        return coefs.reshape(self.scales.shape[0], self.buffer_size + 2)
 
     def spectrum(self, buffer: Signal, n_valid: int | Int[Array, ""] | None = None) -> WTMMSpectrum:
         if buffer.shape != (self.buffer_size,):
@@ -555,7 +585,7 @@ class WTMMEstimator(eqx.Module):
             pf.mean_log_sup,
             pf.line_count,
             weight,
-            jnp.where(valid, strongest, 0.5),
+            jnp.where(valid, strongest, 0.5).astype(prepared.signal.dtype),
             valid,
         )
 
@@ -603,6 +633,7 @@ __all__ = [
     "WTMMEstimator",
     "WTMMSpectrum",
     "WindowedCWT",
+    "cast_floats",
     "circuit_breaker",
     "cwt_matrix",
     "dyadic_scales",
