@@ -28,6 +28,9 @@ estimate runs in float32, chapter 1's eq. float32-error):
   the estimator's float64 twin (``compute_dtype="float64"``, the estimate before chapter 1's
   float32 section): its single-asset p50/p99 (timed alternately with the float32 step, tick by
   tick) and its 1024-asset throughput, with ``speedup_*_vs_wtmm_f64`` ratios.
+- ``no_holder_*``: the ceiling, timed in turn with the two above: the step with an estimator that
+  reads nothing (``ConstantHolder``: H_t = 0.5, not valid). ``holder_share_of_step_*`` = 1 -
+  no_holder / now: the part of a tick, batched and single, that the Hölder estimate costs.
 - ``flops_per_asset_step``: XLA's cost analysis of the step vmapped over 1024 assets, / 1024.
   ``peak_flops`` is the *practical* peak: the achieved FLOP/s of a 2048x2048 float64 ``jnp.dot``
   in the same run (all cores the JAX CPU backend uses), ``peak_flops_f32`` the same in float32.
@@ -46,6 +49,7 @@ batch_speedup_vs_loop_1024 >= 5, fit_history_5000_s <= 30. The last line is one 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -138,6 +142,20 @@ def fit_history_fresh_process(n: int, timeout_s: float) -> float | None:
     except subprocess.TimeoutExpired:
         return None
     return float(done.stdout.strip().splitlines()[-1])
+
+
+class ConstantHolder(WTMMEstimator):
+    """An estimator that reads nothing: H_t = 0.5, not valid. The step built on it is the step
+    without the Hölder estimate, the ceiling that no cheaper estimate can pass."""
+
+    def __call__(self, buffer, n_valid=None):
+        return jnp.asarray(0.5, buffer.dtype), jnp.asarray(False)
+
+
+def without_holder(model):
+    """The same predictor with the Hölder estimate replaced by ``ConstantHolder``."""
+    fields = {f.name: getattr(model.wtmm, f.name) for f in dataclasses.fields(model.wtmm)}
+    return eqx.tree_at(lambda m: m.wtmm, model, ConstantHolder(**fields))
 
 
 def with_float64_wtmm(model):
@@ -279,10 +297,13 @@ def main() -> None:
     universal_times = per_call_seconds(universal_tick, n_ticks)
 
     # The peer: the same tick with the float64 Hölder estimate, timed tick by tick in turn.
-    model_f64 = with_float64_wtmm(fp.model)
-    now_step, f64_step = (jax.jit(partial(_guarded_step, m)) for m in (fp.model, model_f64))
-    paired_now, paired_f64 = paired_tick_times(
-        (now_step, f64_step), fitted, random_walk(rng, float(history[-1]), n_ticks + 5), n_ticks
+    # A second peer bounds what any cheaper estimate could give: the step without it.
+    models = (fp.model, with_float64_wtmm(fp.model), without_holder(fp.model))
+    paired_now, paired_f64, paired_none = paired_tick_times(
+        [jax.jit(partial(_guarded_step, m)) for m in models],
+        fitted,
+        random_walk(rng, float(history[-1]), n_ticks + 5),
+        n_ticks,
     )
 
     refit_s = median_seconds(
@@ -309,8 +330,8 @@ def main() -> None:
     states_1024 = broadcast_states(fitted, 1024)
     prices_1024 = jnp.asarray(float(history[-1]) + 0.01 * rng.standard_normal(1024))
     no_1024 = jnp.zeros(1024, bool)
-    batch_ticks = [jax.jit(blockwise(partial(_guarded_step, m))) for m in (fp.model, model_f64)]
-    now_tick, f64_tick = paired_medians(
+    batch_ticks = [jax.jit(blockwise(partial(_guarded_step, m))) for m in models]
+    now_tick, f64_tick, none_tick = paired_medians(
         [
             lambda tick=tick: tick(states_1024, prices_1024, prices_1024, no_1024)[
                 1
@@ -363,6 +384,7 @@ def main() -> None:
     sections.done("fit_history(5000) in a fresh process")
 
     step_p50, step_p99 = percentiles_ms(step_times)
+    now_p50, none_p50 = percentiles_ms(paired_now)[0], percentiles_ms(paired_none)[0]
     universal_p50, universal_p99 = percentiles_ms(universal_times)
     floor_p50, floor_p99 = percentiles_ms(floor_times)
     figures: dict[str, float | int | str | bool | None] = {
@@ -392,7 +414,7 @@ def main() -> None:
         "peak_fraction": flops_per_asset_step * throughput[1024] / peak,
         "peak_flops_f32": peak_f32,
         "peak_fraction_f32": flops_per_asset_step * throughput[1024] / peak_f32,
-        "paired_step_p50_ms": percentiles_ms(paired_now)[0],
+        "paired_step_p50_ms": now_p50,
         "paired_step_p99_ms": percentiles_ms(paired_now)[1],
         "wtmm_f64_step_p50_ms": percentiles_ms(paired_f64)[0],
         "wtmm_f64_step_p99_ms": percentiles_ms(paired_f64)[1],
@@ -400,6 +422,11 @@ def main() -> None:
         "t1024_paired_step_ms": now_tick * 1e3,
         "wtmm_f64_t1024_step_ms": f64_tick * 1e3,
         "speedup_1024_vs_wtmm_f64": f64_tick / now_tick,
+        "no_holder_step_p50_ms": none_p50,
+        "no_holder_step_p99_ms": percentiles_ms(paired_none)[1],
+        "no_holder_t1024_step_ms": none_tick * 1e3,
+        "holder_share_of_step_1024": 1.0 - none_tick / now_tick,
+        "holder_share_of_step_p50": 1.0 - none_p50 / now_p50,
         "fit_history_300_s": fit_history_300_s,
         "fit_history_5000_s": fit_5000,
         "refit_s": refit_s,
