@@ -23,6 +23,20 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def paired_medians(calls: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each call, the calls timed in turn on every repeat so that a peer and
+    what it is compared with see the same machine load (after one untimed call each)."""
+    for call in calls:
+        call()
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, spent in zip(calls, times, strict=True):
+            start = time.perf_counter()
+            call()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
 def report(figures: dict[str, float | int | str | bool]) -> None:
     """Print a readable table, then the figures as one JSON object on the last line."""
     width = max(len(k) for k in figures)

@@ -62,7 +62,7 @@ jax.config.update("jax_enable_x64", True)
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _timing import median_seconds, report  # noqa: E402
+from _timing import median_seconds, paired_medians, report  # noqa: E402
 
 from usp.api import PredictorConfig  # noqa: E402
 from usp.api.functional import FunctionalPredictor, _guarded_step, blockwise  # noqa: E402
@@ -179,19 +179,6 @@ def paired_tick_times(steps, state, prices, n_ticks: int) -> list[np.ndarray]:
             if i >= 5:  # the first ticks compile and warm up
                 times[k, i - 5] = time.perf_counter() - start
     return list(times)
-
-
-def paired_medians(calls, repeats: int) -> list[float]:
-    """Median seconds of each call, the calls timed in turn on every repeat (same load)."""
-    for call in calls:
-        call()
-    times = np.empty((repeats, len(calls)))
-    for row in times:
-        for k, call in enumerate(calls):
-            start = time.perf_counter()
-            call()
-            row[k] = time.perf_counter() - start
-    return list(np.median(times, axis=0))
 
 
 def stage_times_1024(fp: FunctionalPredictor, states, prices, repeats: int) -> dict[str, float]:
@@ -384,7 +371,9 @@ def main() -> None:
     sections.done("fit_history(5000) in a fresh process")
 
     step_p50, step_p99 = percentiles_ms(step_times)
-    now_p50, none_p50 = percentiles_ms(paired_now)[0], percentiles_ms(paired_none)[0]
+    (now_p50, now_p99), (f64_p50, f64_p99), (none_p50, none_p99) = (
+        percentiles_ms(times) for times in (paired_now, paired_f64, paired_none)
+    )
     universal_p50, universal_p99 = percentiles_ms(universal_times)
     floor_p50, floor_p99 = percentiles_ms(floor_times)
     figures: dict[str, float | int | str | bool | None] = {
@@ -415,15 +404,15 @@ def main() -> None:
         "peak_flops_f32": peak_f32,
         "peak_fraction_f32": flops_per_asset_step * throughput[1024] / peak_f32,
         "paired_step_p50_ms": now_p50,
-        "paired_step_p99_ms": percentiles_ms(paired_now)[1],
-        "wtmm_f64_step_p50_ms": percentiles_ms(paired_f64)[0],
-        "wtmm_f64_step_p99_ms": percentiles_ms(paired_f64)[1],
-        "speedup_p50_vs_wtmm_f64": percentiles_ms(paired_f64)[0] / percentiles_ms(paired_now)[0],
+        "paired_step_p99_ms": now_p99,
+        "wtmm_f64_step_p50_ms": f64_p50,
+        "wtmm_f64_step_p99_ms": f64_p99,
+        "speedup_p50_vs_wtmm_f64": f64_p50 / now_p50,
         "t1024_paired_step_ms": now_tick * 1e3,
         "wtmm_f64_t1024_step_ms": f64_tick * 1e3,
         "speedup_1024_vs_wtmm_f64": f64_tick / now_tick,
         "no_holder_step_p50_ms": none_p50,
-        "no_holder_step_p99_ms": percentiles_ms(paired_none)[1],
+        "no_holder_step_p99_ms": none_p99,
         "no_holder_t1024_step_ms": none_tick * 1e3,
         "holder_share_of_step_1024": 1.0 - none_tick / now_tick,
         "holder_share_of_step_p50": 1.0 - none_p50 / now_p50,

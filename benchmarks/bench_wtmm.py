@@ -10,9 +10,10 @@ Peers measured in the same run:
 Also: bias of the estimate on exact fBm with H = 0.5 at N = 1024 (Davies-Harte), the latency of
 one 128-sample buffer (the predictor's per-tick call) and of 256 buffers at once (vmap).
 The predictor's estimator runs in float32 (chapter 1, eq. float32-error); its peer is its float64
-twin: both time one buffer and 256, read every full 128-sample buffer of every bundled series
-through ``circuit_breaker`` (``breaker_agreement_f32``: the share of buffers where they decide
-alike; the acceptance is >= 0.999) and estimate H on the same fBm buffers (``fbm128_*``).
+twin: both time one buffer and 256 (in turn, ``paired_medians``), read every full 128-sample
+buffer of every bundled series through ``circuit_breaker`` (``breaker_agreement_f32``: the share
+of buffers where they decide alike; the acceptance is >= 0.999) and estimate H on the same fBm
+buffers (``fbm128_*``).
 Medians over repeats after a warm-up call; the last stdout line is one JSON object.
 """
 
@@ -28,7 +29,7 @@ import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pywt  # noqa: E402
-from _timing import median_seconds, report  # noqa: E402
+from _timing import median_seconds, paired_medians, report  # noqa: E402
 
 from usp.contracts.config import PredictorConfig  # noqa: E402
 from usp.io.data import available_series, load_series  # noqa: E402
@@ -117,23 +118,23 @@ def main() -> None:
     config = PredictorConfig()
     predictor_32 = WTMMEstimator.from_config(config)
     predictor_64 = WTMMEstimator.from_config(config, compute_dtype="float64")
-    t_single_32, t_single_64 = (
-        median_seconds(lambda e=e: single(e, buffers[0])[0].block_until_ready(), 20 * repeats)
-        for e in (predictor_32, predictor_64)
+    predictors = (predictor_32, predictor_64)
+    t_single_32, t_single_64 = paired_medians(
+        [lambda e=e: single(e, buffers[0])[0].block_until_ready() for e in predictors],
+        20 * repeats,
     )
-    t_batch_32, t_batch_64 = (
-        median_seconds(lambda e=e: batched(e, buffers)[0].block_until_ready(), repeats)
-        for e in (predictor_32, predictor_64)
+    t_batch_32, t_batch_64 = paired_medians(
+        [lambda e=e: batched(e, buffers)[0].block_until_ready() for e in predictors], repeats
     )
-    h32, h64 = (np.asarray(batched(e, buffers)[0]) for e in (predictor_32, predictor_64))
+    h32, h64 = (np.asarray(batched(e, buffers)[0]) for e in predictors)
     breakers = eqx.filter_jit(jax.vmap(circuit_breaker, in_axes=(None, 0)))
     agree, trips, buffers_read = 0, 0, 0
     for name in available_series():
         values = np.asarray(load_series(name).values, float)
         if values.size < 128:
             continue
-        windows = jnp.asarray(values[np.arange(values.size - 127)[:, None] + np.arange(128)])
-        r32, r64 = (breakers(e, windows) for e in (predictor_32, predictor_64))
+        windows = jnp.asarray(np.lib.stride_tricks.sliding_window_view(values, 128))
+        r32, r64 = (breakers(e, windows) for e in predictors)
         agree += int(jnp.sum(r32.trips == r64.trips))
         trips += int(jnp.sum(r64.trips))
         buffers_read += windows.shape[0]

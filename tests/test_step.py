@@ -307,7 +307,6 @@ def test_batch_equals_per_asset_loop(fitted):
     relative and every flag must agree. The Hölder exponent is computed in float32 (chapter 1,
     eq. float32-error), so its tolerance is a few float32 ulps.
     """
-    float32_rtol = 8 * float(np.finfo(np.float32).eps)
     fp = fitted.functional
     scales = np.array([1.0, 1.001, 0.999, 1.002])
     states = jax.tree.map(lambda x: jnp.stack([x] * len(scales)), fitted.state)
@@ -322,7 +321,10 @@ def test_batch_equals_per_asset_loop(fitted):
                     getattr(single, name), getattr(batch, name)[i], rtol=1e-13, atol=1e-300
                 )
             np.testing.assert_allclose(
-                single.holder_exponent, batch.holder_exponent[i], rtol=float32_rtol, atol=0.0
+                single.holder_exponent,
+                batch.holder_exponent[i],
+                rtol=fp.model.wtmm.rounding_rtol,
+                atol=0.0,
             )
             for flag in ("emergency_mode", "regime_change_detected", "robust_mode"):
                 assert bool(getattr(single, flag)) == bool(getattr(batch, flag)[i])

@@ -529,6 +529,12 @@ class WTMMEstimator(eqx.Module):
         buffer_size = overrides.pop("buffer_size", config.wtmm_buffer_size)
         return cls.build(buffer_size, **settings | overrides)
 
+    @property
+    def rounding_rtol(self) -> float:
+        """How closely two evaluations that differ only in summation order (a batch's matrix
+        product against one buffer's matrix-vector product) agree: 8 ulps of compute_dtype."""
+        return 8 * float(jnp.finfo(self.compute_dtype).eps)
+
     def lines(self, prepared: PreparedBuffer) -> MaximaLines:
         """CWT of the extended buffer, modulus maxima away from the edges, linked into lines."""
         n = self.buffer_size
